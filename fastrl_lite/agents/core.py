@@ -1,0 +1,176 @@
+"""Agents are pipes too: `AgentBase` -> field selector -> model runner -> exploration -> converters
+-> `AgentHead`. Calling the head with steps pushes them in at the base and pulls actions out."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..core import SimpleStep
+from ..pipes import Pipe, find_pipe
+
+__all__ = ["AgentBase", "AgentHead", "StepFieldSelector", "SimpleModelRunner", "ArgMaxFeed",
+           "DiscreteEpsilonRandomSelect", "ActionClip", "ActionUnbatcher", "ActionScaler", "is_exploring"]
+
+
+class AgentBase(Pipe):
+    "The root of an agent pipeline: yields whatever steps the `AgentHead` was last called with."
+
+    def __init__(self, model: Optional[nn.Module] = None):
+        super().__init__(None)
+        self.model = model
+        self._steps = None
+
+    def feed(self, steps):
+        self._steps = steps
+
+    def next(self):
+        if self._steps is None:
+            raise StopIteration
+        steps, self._steps = self._steps, None
+        return steps
+
+
+class StepFieldSelector(Pipe):
+    """Takes one field out of the steps. A `SimpleStep` is already a batch; a list of unbatched
+    steps (fastrl's convention, `agent([step])`) is stacked into one.
+
+    The field is `state`: the environment stepper hands the agent the observation it must act on,
+    which after an automatic reset is the new episode's first observation, not the old `next_state`.
+    """
+
+    def __init__(self, source, field: str = "state"):
+        super().__init__(source)
+        self.field = field
+
+    def next(self) -> Tensor:
+        steps = next(self.source)
+        if isinstance(steps, SimpleStep):
+            return getattr(steps, self.field)
+        return torch.stack([getattr(s, self.field) for s in steps])
+
+
+class SimpleModelRunner(Pipe):
+    "Runs the model without gradients on whatever arrives, moved to the model's device."
+
+    def __init__(self, source, model: nn.Module):
+        super().__init__(source)
+        self.model = model
+
+    def next(self) -> Tensor:
+        x = next(self.source)
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            return self.model(x.to(device, torch.float32, non_blocking=True))
+
+
+def is_exploring(stage: Pipe) -> bool:
+    """Exploration is on while the agent's model trains and off once it is put in eval mode (a stage
+    with no model upstream always explores). The model runner is looked up once per stage."""
+    if not hasattr(stage, "_runner"):
+        stage._runner = find_pipe(stage, SimpleModelRunner, required=False)
+    return stage._runner is None or stage._runner.model.training
+
+
+class ArgMaxFeed(Pipe):
+    "Greedy discrete actions: the argmax over the last dimension (Q-values in, actions out)."
+
+    def next(self) -> Tensor:
+        return next(self.source).argmax(dim=-1)
+
+
+class DiscreteEpsilonRandomSelect(Pipe):
+    """ε-greedy on Q-values: with probability ε a uniformly random action, else the argmax.
+
+    ε falls linearly from `max_epsilon` to `min_epsilon` over `max_steps` **env steps** (each row of
+    the batch is one env step), and only while training unless `decrement_on_val`.
+    """
+
+    def __init__(self, source, min_epsilon: float = 0.2, max_epsilon: float = 1.0, max_steps: int = 100,
+                 decrement_on_val: bool = False, explore_on_val: bool = False):
+        super().__init__(source)
+        if not 0 <= min_epsilon <= max_epsilon <= 1:
+            raise ValueError(f"Need 0 <= min_epsilon ({min_epsilon}) <= max_epsilon ({max_epsilon}) <= 1.")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 env step, got {max_steps}.")
+        self.min_epsilon, self.max_epsilon, self.max_steps = min_epsilon, max_epsilon, max_steps
+        self.decrement_on_val, self.explore_on_val = decrement_on_val, explore_on_val
+        self.steps = 0
+
+    @property
+    def epsilon(self) -> float:
+        frac = min(1.0, self.steps / self.max_steps)
+        return self.max_epsilon - (self.max_epsilon - self.min_epsilon) * frac
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state:
+            self.steps = initial_state["steps"]
+
+    def get_state(self):
+        return {**super().get_state(), "steps": self.steps}
+
+    def next(self) -> Tensor:
+        q = next(self.source)
+        greedy = q.argmax(dim=-1)
+        training = is_exploring(self)
+        if training or self.decrement_on_val:
+            self.steps += greedy.shape[0]
+        if not (training or self.explore_on_val):
+            return greedy
+        epsilon = self.epsilon
+        self.record("epsilon", epsilon)
+        explore = torch.rand(greedy.shape, device=q.device) < epsilon
+        random_actions = torch.randint(q.shape[-1], greedy.shape, device=q.device)
+        return torch.where(explore, random_actions, greedy)
+
+
+class ActionClip(Pipe):
+    "Restricts actions to [clip_min, clip_max] with `torch.clip`."
+
+    def __init__(self, source, clip_min=-1, clip_max=1):
+        super().__init__(source)
+        self.clip_min, self.clip_max = clip_min, clip_max
+
+    def next(self) -> Tensor:
+        return torch.clip(next(self.source), self.clip_min, self.clip_max)
+
+
+class ActionScaler(Pipe):
+    "Maps actions from [-1, 1] (a tanh output) onto the environment's bounds [low, high]."
+
+    def __init__(self, source, low, high):
+        super().__init__(source)
+        self.low = torch.as_tensor(low, dtype=torch.float32)
+        self.high = torch.as_tensor(high, dtype=torch.float32)
+        if not (torch.isfinite(self.low).all() and torch.isfinite(self.high).all()):
+            raise ValueError(f"Action bounds must be finite to scale a bounded actor, got low={low}, high={high}; "
+                             "wrap the env with gymnasium.wrappers.ClipAction or RescaleAction first.")
+
+    def next(self) -> Tensor:
+        a = next(self.source)
+        return self.low + (a + 1) * 0.5 * (self.high - self.low)
+
+
+class ActionUnbatcher(Pipe):
+    "Removes the batch dim from a batch of one action."
+
+    def next(self) -> Tensor:
+        a = next(self.source)
+        return a.squeeze(0) if a.dim() > 0 and a.shape[0] == 1 else a
+
+
+class AgentHead(Pipe):
+    """The callable end of an agent pipeline: `agent(steps)` returns the actions for those steps.
+    `agent.model` is the network the agent runs (put it in eval mode for greedy actions)."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.base = find_pipe(source, AgentBase)
+        runner = find_pipe(source, SimpleModelRunner, required=False)
+        self.model = runner.model if runner is not None else self.base.model
+
+    def __call__(self, steps: Union[SimpleStep, Sequence[SimpleStep]]) -> Tensor:
+        self.base.feed(steps)
+        return next(self)

@@ -1,0 +1,6 @@
+from .core import GymStepper, make_vec_env, check_env_id
+from .nstep import NStepper, NSkipper
+from .builders import GymDataPipe, GymTransformBlock
+
+__all__ = ["GymStepper", "make_vec_env", "check_env_id", "NStepper", "NSkipper", "GymDataPipe",
+           "GymTransformBlock"]

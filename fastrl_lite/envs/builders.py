@@ -1,0 +1,48 @@
+"""One-call builders for the environment side of a pipeline (fastrl's `GymDataPipe` and
+`GymTransformBlock`)."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+from torchdata.nodes import Batcher
+
+from .core import GymStepper, make_vec_env
+from .nstep import NSkipper, NStepper
+
+__all__ = ["GymDataPipe", "GymTransformBlock"]
+
+
+def GymDataPipe(env_ids: Union[str, Sequence[str]], agent: Optional[Callable] = None, seed: Optional[int] = None,
+                nsteps: int = 1, nskips: int = 1, firstlast: bool = False, bs: int = 1, n: Optional[int] = None,
+                include_images: bool = False, num_envs: int = 1, async_envs: bool = False, gamma: float = 0.99):
+    """`GymStepper` over `num_envs` copies of each id in `env_ids`, then n-step merging
+    (`nsteps`, discounted by `gamma`), then `NSkipper(nskips)`; with `bs > 1` the transitions are
+    grouped into lists of `bs` items (turn them into one batch with `StepBatcher`).
+    `n` caps the env steps; `seed` seeds the envs once."""
+    if nsteps < 1:
+        raise ValueError(f"nsteps must be >= 1 (1 means plain one-step transitions), got {nsteps}.")
+    if nsteps > 1 and not firstlast:
+        raise ValueError(f"nsteps={nsteps} needs firstlast=True: the learner trains on n-step transitions merged "
+                         "into (first state, discounted reward, last next_state).")
+    if bs < 1:
+        raise ValueError(f"bs must be >= 1, got {bs}.")
+    env = make_vec_env(env_ids, num_envs=num_envs, async_envs=async_envs, include_images=include_images)
+    pipe = GymStepper(env, agent, seed=seed, include_images=include_images, n=n)
+    if nsteps > 1:
+        pipe = NStepper(pipe, n=nsteps, gamma=gamma)
+    if nskips > 1:
+        pipe = NSkipper(pipe, n=nskips)
+    if bs > 1:
+        pipe = Batcher(pipe, batch_size=bs, drop_last=False)
+    return pipe
+
+
+def GymTransformBlock(agent: Optional[Callable] = None, seed: Optional[int] = None, nsteps: int = 1, nskips: int = 1,
+                      firstlast: bool = False, bs: int = 1, n: Optional[int] = None, include_images: bool = False,
+                      num_envs: int = 1, async_envs: bool = False, gamma: float = 0.99):
+    "The same settings as `GymDataPipe`, held until env ids arrive: `GymTransformBlock(...)(['CartPole-v1'])`."
+    def build(env_ids):
+        return GymDataPipe(env_ids, agent=agent, seed=seed, nsteps=nsteps, nskips=nskips, firstlast=firstlast,
+                           bs=bs, n=n, include_images=include_images, num_envs=num_envs, async_envs=async_envs,
+                           gamma=gamma)
+    return build

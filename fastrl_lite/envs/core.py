@@ -1,0 +1,139 @@
+"""Stepping `gymnasium.vector` environments as a pipe stage."""
+from __future__ import annotations
+
+import difflib
+from typing import Callable, List, Optional, Sequence, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from ..core import SimpleStep
+from ..pipes import Pipe
+
+__all__ = ["GymStepper", "make_vec_env", "check_env_id"]
+
+
+def check_env_id(env_id: str) -> str:
+    "Raise a `ValueError` that suggests close ids when `env_id` is not a registered gymnasium env."
+    if env_id in gym.registry:
+        return env_id
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown environment id {env_id!r}.{hint} "
+                     "`gymnasium.pprint_registry()` lists every registered id.")
+
+
+def make_vec_env(env_ids: Union[str, Sequence[str]], num_envs: int = 1, async_envs: bool = False,
+                 include_images: bool = False, wrappers: Sequence[Callable] = (), **env_kwargs) -> gym.vector.VectorEnv:
+    """A vector env with `num_envs` copies of each id in `env_ids`, autoresetting in `SAME_STEP` mode
+    so the true final observation of an episode is reported with the step that ended it."""
+    env_ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
+    if not env_ids:
+        raise ValueError("Give at least one environment id, e.g. ['CartPole-v1'].")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    for env_id in env_ids:
+        check_env_id(env_id)
+    if include_images:
+        env_kwargs.setdefault("render_mode", "rgb_array")
+
+    def env_fn(env_id):
+        def make():
+            env = gym.make(env_id, **env_kwargs)
+            for wrapper in wrappers:
+                env = wrapper(env)
+            return env
+        return make
+
+    fns = [env_fn(env_id) for env_id in env_ids for _ in range(num_envs)]
+    vector_cls = gym.vector.AsyncVectorEnv if async_envs else gym.vector.SyncVectorEnv
+    return vector_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+class GymStepper(Pipe):
+    """Steps a vector env with an agent and yields one `SimpleStep` of `num_envs` transitions per
+    vector step.
+
+    The env is seeded once, on its first reset, so later episodes differ. `terminated` and
+    `truncated` are kept apart. `episode_n` counts each env's finished episodes and `step_n` the
+    steps of the current one (1 on an episode's first transition). With `agent=None` actions are
+    sampled from the action space. `n` caps the total env steps (transitions) yielded.
+    Finished episode returns go to the record bus as `episode_return`.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, agent: Optional[Callable] = None, seed: Optional[int] = None,
+                 include_images: bool = False, n: Optional[int] = None):
+        super().__init__(None)
+        self.env, self.agent, self.seed = env, agent, seed
+        self.include_images, self.n = include_images, n
+        self.num_envs = env.num_envs
+        self.env_steps = 0
+        self.episodes = 0
+        self._obs = None
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if self._obs is None:
+            self._start()
+
+    def _start(self):
+        obs, _ = self.env.reset(seed=self.seed)
+        if self.seed is not None:
+            self.env.action_space.seed(self.seed)
+        self._obs = self._as_tensor(obs)
+        self._env_id = torch.arange(self.num_envs)
+        self._episode_n = torch.zeros(self.num_envs, dtype=torch.long)
+        self._step_n = torch.zeros(self.num_envs, dtype=torch.long)
+        self._returns = np.zeros(self.num_envs)
+
+    @staticmethod
+    def _as_tensor(obs: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.asarray(obs))
+        return t.float() if t.is_floating_point() or t.dtype in (torch.int32, torch.int64) else t
+
+    def _actions(self):
+        if self.agent is None:
+            return torch.as_tensor(self.env.action_space.sample())
+        return self.agent(SimpleStep(state=self._obs)).cpu()
+
+    def next(self) -> SimpleStep:
+        if self.n is not None and self.env_steps >= self.n:
+            raise StopIteration
+        state = self._obs
+        action = self._actions()
+        obs, reward, terminated, truncated, info = self.env.step(action.numpy())
+        done = terminated | truncated
+        next_obs = self._as_tensor(obs)
+        next_state = next_obs
+        if done.any():
+            next_state = next_obs.clone()
+            idx = np.flatnonzero(done)
+            next_state[idx] = self._as_tensor(np.stack(info["final_obs"][idx]))
+        self._step_n += 1
+        step = SimpleStep(
+            state=state, action=action, reward=torch.from_numpy(reward.astype(np.float32)),
+            next_state=next_state, terminated=torch.from_numpy(terminated), truncated=torch.from_numpy(truncated),
+            env_id=self._env_id, episode_n=self._episode_n.clone(), step_n=self._step_n.clone())
+        if self.include_images:
+            step.image = torch.from_numpy(np.stack(self.env.render()))
+        self._returns += reward
+        if done.any():
+            for ret in self._returns[done]:
+                self.record("episode_return", (self.env_steps + self.num_envs, float(ret)))
+            self._returns[done] = 0
+            done_t = torch.from_numpy(done)
+            self._episode_n += done_t
+            self._step_n[done_t] = 0
+            self.episodes += int(done.sum())
+        self._obs = next_obs
+        self.env_steps += self.num_envs
+        return step
+
+    def get_state(self):
+        return {"env_steps": self.env_steps, "episodes": self.episodes}
+
+    def to(self, device):
+        "Env steps stay on the CPU; the replay buffer moves them to its device when it stores them."
+        return self

@@ -1,0 +1,168 @@
+"""Generic learner stages: each receives a `TrainBatch` per gradient round and passes it on."""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional, Sequence, Tuple, Type
+
+import torch
+from torch import nn
+
+from ..core import TrainBatch
+from ..pipes import Pipe, find_pipes
+
+__all__ = ["LossCollector", "BasicOptStepper", "TargetModelUpdater", "SoftTargetUpdater", "get_target_model"]
+
+
+class LossCollector(Pipe):
+    """Sends every loss of each round to the record bus (as detached tensors, reduced at epoch end)
+    and keeps its own history so `show()` can plot it when the stage is used outside a learner.
+    `main_buffers` is accepted for fastrl compatibility and unused."""
+
+    def __init__(self, source, main_buffers=None):
+        super().__init__(source)
+        from ..core import Records
+        self.history = Records()
+
+    def next(self) -> TrainBatch:
+        batch = next(self.source)
+        for name, loss in batch.losses.items():
+            loss = loss.detach()
+            self.record(f"{name}_loss", loss)
+            self.history.add(name, loss)
+        return batch
+
+    def show(self, title: str = "Losses", ax=None):
+        "Plot each loss against the gradient round."
+        import matplotlib.pyplot as plt
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        for name in self.history.names():
+            ax.plot(self.history.values(name).cpu().numpy(), label=name)
+        ax.set(title=title, xlabel="gradient round", ylabel="loss")
+        ax.legend()
+        return ax
+
+
+class BasicOptStepper(Pipe):
+    """Backpropagates one loss from `batch.losses` and steps an optimizer over `model`'s parameters.
+
+    `loss_key` names the loss (it may be left out when the batch carries exactly one). `opt` is any
+    torch optimizer class; `clip_grad_norm` clips the gradient norm first when set."""
+
+    def __init__(self, source, model: nn.Module, lr: float = 1e-3, opt: Type[torch.optim.Optimizer] = torch.optim.Adam,
+                 loss_key: Optional[str] = None, clip_grad_norm: Optional[float] = None, **opt_kwargs):
+        super().__init__(source)
+        if lr <= 0:
+            raise ValueError(f"The learning rate must be > 0, got {lr}.")
+        if clip_grad_norm is not None and clip_grad_norm <= 0:
+            raise ValueError(f"clip_grad_norm must be > 0 (or None to not clip), got {clip_grad_norm}.")
+        self.model, self.loss_key, self.clip_grad_norm = model, loss_key, clip_grad_norm
+        self.opt = opt(model.parameters(), lr=lr, **opt_kwargs)
+
+    def _loss(self, batch: TrainBatch):
+        if self.loss_key is not None:
+            if self.loss_key not in batch.losses:
+                raise KeyError(f"BasicOptStepper wants loss {self.loss_key!r}, the batch has {list(batch.losses)}; "
+                               "put the loss stage that makes it upstream.")
+            return batch.losses[self.loss_key]
+        if len(batch.losses) != 1:
+            raise ValueError(f"The batch carries losses {list(batch.losses)}; tell BasicOptStepper which one "
+                             "to minimise with loss_key=.")
+        return next(iter(batch.losses.values()))
+
+    def next(self) -> TrainBatch:
+        batch = next(self.source)
+        self.opt.zero_grad(set_to_none=True)
+        self._loss(batch).backward()
+        if self.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm, foreach=True)
+        self.opt.step()
+        return batch
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state and "opt" in initial_state:
+            self.opt.load_state_dict(initial_state["opt"])
+
+    def get_state(self):
+        return {**super().get_state(), "opt": self.opt.state_dict()}
+
+
+def _make_target(model: nn.Module) -> nn.Module:
+    target = copy.deepcopy(model)
+    target.requires_grad_(False)
+    return target
+
+
+class TargetModelUpdater(Pipe):
+    """Keeps a target copy of `model` (`self.target_model`) and hard-copies the weights into it
+    every `target_sync` gradient rounds, counted after each round passes through."""
+
+    def __init__(self, source, model: nn.Module, target_sync: int = 300, target_model: Optional[nn.Module] = None):
+        super().__init__(source)
+        if target_sync < 1:
+            raise ValueError(f"target_sync must be >= 1 gradient round, got {target_sync}.")
+        self.model, self.target_sync = model, target_sync
+        self.target_model = target_model if target_model is not None else _make_target(model)
+        self.rounds = 0
+
+    def update_target(self):
+        with torch.no_grad():
+            torch._foreach_copy_(list(self.target_model.parameters()), list(self.model.parameters()))
+            for t, b in zip(self.target_model.buffers(), self.model.buffers()):
+                t.copy_(b)
+
+    def next(self) -> TrainBatch:
+        batch = next(self.source)
+        self.rounds += 1
+        if self.rounds % self.target_sync == 0:
+            self.update_target()
+        return batch
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state:
+            self.rounds = initial_state["rounds"]
+
+    def get_state(self):
+        return {**super().get_state(), "rounds": self.rounds}
+
+
+class SoftTargetUpdater(TargetModelUpdater):
+    """Polyak averaging every `target_sync` rounds: θ' ← τ θ + (1 − τ) θ', one fused
+    `torch._foreach_lerp_` over all parameters."""
+
+    def __init__(self, source, model: nn.Module, tau: float = 0.001, target_sync: int = 1,
+                 target_model: Optional[nn.Module] = None):
+        if not 0 < tau <= 1:
+            raise ValueError(f"tau must lie in (0, 1] (1 is a hard copy), got {tau}.")
+        super().__init__(source, model, target_sync=target_sync, target_model=target_model)
+        self.tau = tau
+        self._params = None
+
+    def update_target(self):
+        if self._params is None:
+            self._params = (list(self.target_model.parameters()), list(self.model.parameters()),
+                            list(self.target_model.buffers()), list(self.model.buffers()))
+        targets, sources, target_buffers, buffers = self._params
+        with torch.no_grad():
+            torch._foreach_lerp_(targets, sources, self.tau)
+            for t, b in zip(target_buffers, buffers):
+                t.copy_(b)
+
+
+def get_target_model(model: Optional[nn.Module], pipe, model_cls: Optional[Type[nn.Module]] = None,
+                     target_updater_cls: Tuple[Type[Pipe], ...] = (TargetModelUpdater,), debug: bool = False):
+    """`model` itself when given; otherwise the target network of the updater in `pipe` whose source
+    model is an instance of `model_cls` (any model when `model_cls` is None). Raises `LookupError`
+    when the pipeline has none."""
+    if model is not None:
+        return model
+    for updater in find_pipes(pipe, target_updater_cls):
+        if model_cls is None or isinstance(updater.model, model_cls):
+            if debug:
+                print(f"Using the target model of {type(updater).__name__} for {getattr(model_cls, '__name__', 'model')}")
+            return updater.target_model
+    raise LookupError(f"No target updater for {getattr(model_cls, '__name__', 'the model')} upstream; put a "
+                      "TargetModelUpdater or SoftTargetUpdater before the loss stage, or pass the target model.")
+

@@ -1,0 +1,82 @@
+"""Loggers receive one row per epoch from the `Learner` (epoch, batch, env steps, episodes, rolling
+reward, each loss, steps/s) and may wrap the epoch and batch loops (for progress bars)."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Dict, List, Optional
+
+__all__ = ["LoggerBase", "ProgressBarLogger", "CSVLogger"]
+
+
+class LoggerBase:
+    "Hooks a `Learner` calls; each does nothing unless a logger overrides it."
+
+    def before_fit(self, learner, epochs: int): pass
+
+    def wrap_epochs(self, epochs, learner): return epochs
+
+    def wrap_batches(self, batches, learner): return batches
+
+    def after_epoch(self, learner, row: Dict[str, float]): pass
+
+    def after_fit(self, learner): pass
+
+
+def _format(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+
+
+class ProgressBarLogger(LoggerBase):
+    """A fastprogress bar over the batches of each epoch and a table row per epoch. In a notebook
+    the table is HTML; in a terminal it is printed. `epoch_on_pipe`/`batch_on_pipe` are accepted
+    for fastrl compatibility: the learner itself reports epochs and batches."""
+
+    def __init__(self, epoch_on_pipe=None, batch_on_pipe=None, show_bars: bool = True):
+        self.show_bars = show_bars
+        self._mb = None
+        self._columns: Optional[List[str]] = None
+
+    def wrap_epochs(self, epochs, learner):
+        from fastprogress.fastprogress import master_bar
+        self._mb = master_bar(epochs)
+        self._columns = None
+        return self._mb
+
+    def wrap_batches(self, batches, learner):
+        from fastprogress.fastprogress import progress_bar
+        if not self.show_bars:
+            return batches
+        return progress_bar(batches, parent=self._mb, leave=False)
+
+    def after_epoch(self, learner, row):
+        if self._columns is None:
+            self._columns = list(row)
+            self._mb.write(self._columns, table=True)
+        self._mb.write([_format(row.get(c, math.nan)) for c in self._columns], table=True)
+
+
+class CSVLogger(LoggerBase):
+    "Appends each epoch's row to a CSV file (columns from the first row)."
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._columns = None
+
+    def before_fit(self, learner, epochs):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def after_epoch(self, learner, row):
+        new = self._columns is None
+        if new:
+            self._columns = list(row)
+        with open(self.path, "w" if new else "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)

@@ -1,0 +1,3 @@
+from .replay import ExperienceReplay, StepBatcher
+
+__all__ = ["ExperienceReplay", "StepBatcher"]

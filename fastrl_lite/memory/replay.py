@@ -1,0 +1,123 @@
+"""Experience replay as a pipe stage: env steps in, one sampled batch per gradient round out."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..core import SimpleStep, TrainBatch
+from ..pipes import Pipe, find_pipe
+
+__all__ = ["ExperienceReplay", "StepBatcher"]
+
+
+def _as_step(item: Union[SimpleStep, List[SimpleStep]]) -> SimpleStep:
+    return item if isinstance(item, SimpleStep) else SimpleStep.cat(item)
+
+
+class StepBatcher(Pipe):
+    "Turns a step, or a list of steps, into one learner item (`TrainBatch`) without replay."
+
+    def next(self) -> TrainBatch:
+        return TrainBatch(_as_step(next(self.source)))
+
+
+class ExperienceReplay(Pipe):
+    """A ring buffer of transitions held in preallocated tensors on `device`, sampled uniformly.
+
+    Each call yields one `TrainBatch` of `bs` transitions. The update-to-data ratio is explicit:
+    after `warmup` transitions are stored, it pulls `train_every` env steps from its source, then
+    yields `updates` batches, and so on. Env steps are read from the `GymStepper` upstream when
+    there is one (so n-step merging or skipping does not change the count), else counted as the
+    transitions added. Storage is allocated on the first add, from that step's shapes and dtypes.
+    """
+
+    def __init__(self, source, bs: int = 64, max_sz: int = 10_000, warmup: int = 0, train_every: int = 1,
+                 updates: int = 1, device: Optional[Union[str, torch.device]] = None):
+        super().__init__(source)
+        if bs < 1 or max_sz < 1:
+            raise ValueError(f"bs ({bs}) and max_sz ({max_sz}) must be >= 1.")
+        if bs > max_sz:
+            raise ValueError(f"bs={bs} is larger than the replay capacity max_sz={max_sz}: "
+                             "raise max_sz or lower bs.")
+        if warmup < 0 or train_every < 1 or updates < 1:
+            raise ValueError(f"Need warmup >= 0, train_every >= 1 and updates >= 1; got warmup={warmup}, "
+                             f"train_every={train_every}, updates={updates}.")
+        if warmup > max_sz:
+            raise ValueError(f"warmup={warmup} transitions can never be reached with max_sz={max_sz}.")
+        self.bs, self.max_sz, self.warmup = bs, max_sz, warmup
+        self.train_every, self.updates = train_every, updates
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.storage: Dict[str, Tensor] = {}
+        self.size = 0
+        self.pointer = 0
+        self.added = 0
+        self._owed = 0
+        self._stepper = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _allocate(self, step: SimpleStep):
+        self.storage = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
+                        for k, v in step.fields().items()}
+
+    def add(self, step: SimpleStep):
+        "Store a batch of transitions, overwriting the oldest once full: O(batch) tensor copies."
+        if not self.storage:
+            self._allocate(step)
+        fields = step.fields()
+        if fields.keys() != self.storage.keys():
+            raise ValueError(f"Steps changed fields: replay holds {sorted(self.storage)}, got {sorted(fields)}.")
+        n = len(step)
+        if n > self.max_sz:
+            step, n = step[n - self.max_sz:], self.max_sz
+            fields = step.fields()
+        first = min(n, self.max_sz - self.pointer)
+        for k, value in fields.items():
+            dest = self.storage[k]
+            if value.shape[1:] != dest.shape[1:]:
+                raise ValueError(f"Field {k!r} has shape {tuple(value.shape[1:])} per transition, "
+                                 f"the replay stores {tuple(dest.shape[1:])}.")
+            dest[self.pointer:self.pointer + first].copy_(value[:first], non_blocking=True)
+            if first < n:
+                dest[:n - first].copy_(value[first:], non_blocking=True)
+        self.pointer = (self.pointer + n) % self.max_sz
+        self.size = min(self.size + n, self.max_sz)
+        self.added += n
+
+    def sample(self, bs: Optional[int] = None) -> TrainBatch:
+        "A uniform sample (with replacement) of `bs` stored transitions."
+        if self.size == 0:
+            raise RuntimeError("The replay buffer is empty; add transitions before sampling.")
+        indices = torch.randint(self.size, (bs or self.bs,), device=self.device)
+        step = SimpleStep(**{k: v.index_select(0, indices) for k, v in self.storage.items()})
+        return TrainBatch(step, indices=indices)
+
+    def _env_steps(self) -> int:
+        return self._stepper.env_steps if self._stepper is not None else self.added
+
+    def _collect(self, until: int):
+        while self._env_steps() < until:
+            self.add(_as_step(next(self.source)))
+
+    def next(self) -> TrainBatch:
+        if self._owed == 0:
+            if self._stepper is None:
+                self._stepper = find_pipe(self, lambda node: hasattr(node, "env_steps"), required=False)
+            self._collect(self._env_steps() + self.train_every)
+            while self.size < max(self.warmup, self.bs):
+                self._collect(self._env_steps() + 1)
+            self._owed = self.updates
+        self._owed -= 1
+        return self.sample()
+
+    def get_state(self):
+        return {**super().get_state(), "size": self.size, "pointer": self.pointer, "added": self.added,
+                "owed": self._owed}
+
+    def to(self, device):
+        self.device = torch.device(device)
+        self.storage = {k: v.to(self.device) for k, v in self.storage.items()}
+        return self

@@ -1,0 +1,104 @@
+"""The stage base class and walking a pipeline graph.
+
+Every stage is a `torchdata.nodes.BaseNode` that takes its source as the first argument, the way a
+fastrl datapipe did: `pipe = SoftTargetUpdater(pipe, critic, tau=0.005)`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, List, Optional, Type, Union
+
+import torch
+from torch import nn
+from torchdata.nodes import BaseNode
+
+__all__ = ["Pipe", "find_pipes", "find_pipe", "pipe_to_device", "pipe_graph"]
+
+
+class Pipe(BaseNode):
+    """A stage with one source. Subclasses override `next()` (pull from `self.source`, transform,
+    return) and, when they keep counters, `get_state`/`reset` so the pipeline can be checkpointed.
+
+    `records` is the record bus of the `Learner` that runs this stage; it is `None` until a learner
+    adopts the pipeline, so a stage used on its own records nothing.
+    """
+
+    def __init__(self, source: Optional[BaseNode] = None):
+        super().__init__()
+        self.source = source
+        self.records = None
+
+    def reset(self, initial_state: Optional[Dict[str, Any]] = None):
+        super().reset(initial_state)
+        if self.source is not None:
+            self.source.reset(initial_state.get("source") if initial_state else None)
+
+    def get_state(self) -> Dict[str, Any]:
+        return {"source": self.source.state_dict() if self.source is not None else None}
+
+    def next(self):
+        return next(self.source)
+
+    def record(self, name: str, value):
+        if self.records is not None:
+            self.records.add(name, value)
+
+    def to(self, device):
+        "Move the modules and tensors this stage owns; `pipe_to_device` calls it on every stage."
+        for name, value in vars(self).items():
+            if isinstance(value, nn.Module):
+                value.to(device)
+            elif isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _children(node) -> Iterator[BaseNode]:
+    for value in vars(node).values():
+        if isinstance(value, BaseNode):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (v for v in value if isinstance(v, BaseNode))
+
+
+def pipe_graph(pipe: BaseNode) -> List[BaseNode]:
+    "Every node reachable from `pipe` through its sources (and agents), each once, `pipe` first."
+    seen, order, stack = set(), [], [pipe]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        stack.extend(reversed(list(_children(node))))
+    return order
+
+
+def find_pipes(pipe: BaseNode, match: Union[Type, Callable[[BaseNode], bool]]) -> List[BaseNode]:
+    "All nodes upstream of (and including) `pipe` that are instances of `match` or satisfy it."
+    test = (lambda n: isinstance(n, match)) if isinstance(match, type) or isinstance(match, tuple) else match
+    return [n for n in pipe_graph(pipe) if test(n)]
+
+
+def find_pipe(pipe: BaseNode, match, required: bool = True):
+    "The nearest node matching `match`; raises a `LookupError` naming what is missing if none."
+    found = find_pipes(pipe, match)
+    if not found:
+        if required:
+            what = getattr(match, "__name__", repr(match))
+            raise LookupError(f"No {what} stage upstream of {type(pipe).__name__}; add one to the pipeline.")
+        return None
+    return found[0]
+
+
+def pipe_to_device(pipe: BaseNode, device, debug: bool = False):
+    "Move every model and tensor held by the stages of `pipe` to `device`."
+    device = torch.device(device)
+    for node in pipe_graph(pipe):
+        if hasattr(node, "to"):
+            if debug:
+                print(f"Moving {type(node).__name__} to {device}")
+            node.to(device)
+    return pipe
