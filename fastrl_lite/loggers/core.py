@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -37,28 +38,33 @@ class ProgressBarLogger(LoggerBase):
     the table is HTML; in a terminal it is printed. `epoch_on_pipe`/`batch_on_pipe` are accepted
     for fastrl compatibility: the learner itself reports epochs and batches."""
 
-    def __init__(self, epoch_on_pipe=None, batch_on_pipe=None, show_bars: bool = True):
-        self.show_bars = show_bars
+    def __init__(self, epoch_on_pipe=None, batch_on_pipe=None, show_bars: Optional[bool] = None):
+        from fastprogress.fastprogress import IN_NOTEBOOK
+        self.show_bars = show_bars if show_bars is not None else (IN_NOTEBOOK or sys.stdout.isatty())
         self._mb = None
         self._columns: Optional[List[str]] = None
 
     def wrap_epochs(self, epochs, learner):
         from fastprogress.fastprogress import master_bar
-        self._mb = master_bar(epochs)
         self._columns = None
-        return self._mb
+        self._mb = master_bar(epochs) if self.show_bars else None
+        return self._mb if self._mb is not None else epochs
 
     def wrap_batches(self, batches, learner):
         from fastprogress.fastprogress import progress_bar
-        if not self.show_bars:
+        if not self.show_bars:  # a bar redrawn with carriage returns only clutters a log file
             return batches
         return progress_bar(batches, parent=self._mb, leave=False)
 
     def after_epoch(self, learner, row):
+        write = (lambda cells: self._mb.write(cells, table=True)) if self._mb is not None else self._print
         if self._columns is None:
             self._columns = list(row)
-            self._mb.write(self._columns, table=True)
-        self._mb.write([_format(row.get(c, math.nan)) for c in self._columns], table=True)
+            write(self._columns)
+        write([_format(row.get(c, math.nan)) for c in self._columns])
+
+    def _print(self, cells):
+        print("  ".join(f"{c:>14}" for c in cells), flush=True)
 
 
 class CSVLogger(LoggerBase):
