@@ -100,8 +100,9 @@ class DiscreteEpsilonRandomSelect(Pipe):
 
     @property
     def epsilon(self) -> float:
-        frac = min(1.0, self.steps / self.max_steps)
-        return self.max_epsilon - (self.max_epsilon - self.min_epsilon) * frac
+        if self.steps >= self.max_steps:
+            return self.min_epsilon
+        return self.max_epsilon - (self.max_epsilon - self.min_epsilon) * self.steps / self.max_steps
 
     def reset(self, initial_state=None):
         super().reset(initial_state)

@@ -1,0 +1,325 @@
+"""Exact behaviour of each generic stage: data, env stepping, n-step, replay, agents, targets."""
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchdata.nodes import IterableWrapper
+
+from fastrl_lite import (SimpleStep, TrainBatch, GymStepper, GymDataPipe, NStepper, NSkipper, ExperienceReplay,
+                         StepBatcher, AgentBase, AgentHead, StepFieldSelector, SimpleModelRunner,
+                         DiscreteEpsilonRandomSelect, TargetModelUpdater, SoftTargetUpdater, LossCollector,
+                         find_pipes, find_pipe, pipe_to_device, make_vec_env, evaluating, Records, set_seed)
+from fastrl_lite.envs import check_env_id
+
+
+def steps_from(rows):
+    """A source of vector steps for two envs from rows of (reward, terminated, truncated) pairs;
+    state = 10*t + env so every transition is identifiable."""
+    out = []
+    for t, row in enumerate(rows):
+        reward = torch.tensor([r for r, _, _ in row], dtype=torch.float32)
+        out.append(SimpleStep(
+            state=torch.tensor([[10.0 * t + e] for e in range(len(row))]),
+            action=torch.tensor([t, t]),
+            reward=reward,
+            next_state=torch.tensor([[10.0 * (t + 1) + e] for e in range(len(row))]),
+            terminated=torch.tensor([term for _, term, _ in row]),
+            truncated=torch.tensor([trunc for _, _, trunc in row]),
+            env_id=torch.arange(len(row)), episode_n=torch.zeros(len(row), dtype=torch.long),
+            step_n=torch.full((len(row),), t + 1)))
+    return IterableWrapper(out)
+
+
+def drain(pipe):
+    return SimpleStep.cat(list(pipe))
+
+
+# ---------------------------------------------------------------- SimpleStep
+def test_simple_step_cat_index_and_done():
+    a = SimpleStep(state=torch.zeros(2, 3), reward=torch.ones(2), terminated=torch.tensor([True, False]),
+                   truncated=torch.tensor([False, True]))
+    b = SimpleStep(state=torch.ones(1, 3), reward=torch.zeros(1), terminated=torch.tensor([False]),
+                   truncated=torch.tensor([False]))
+    c = SimpleStep.cat([a, b])
+    assert len(c) == 3 and c.state.shape == (3, 3)
+    assert c.done.tolist() == [True, True, False]
+    assert c[1:].reward.tolist() == [1.0, 0.0]
+    assert set(c.fields()) == {"state", "reward", "terminated", "truncated"}
+
+
+# ---------------------------------------------------------------- env stepping
+def test_gym_stepper_counts_truncation_and_final_observation():
+    env = make_vec_env("CartPole-v1", num_envs=2, max_episode_steps=5)
+    stepper = GymStepper(env, agent=None, seed=3)
+    steps = [next(stepper) for _ in range(12)]
+    step_n = torch.stack([s.step_n for s in steps])
+    assert step_n[:, 0].tolist() == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2]
+    fifth = steps[4]
+    assert fifth.truncated.all() and not fifth.terminated.any()
+    # SAME_STEP autoreset: next_state is the episode's true last observation, the next state the reset one
+    assert not torch.equal(fifth.next_state, steps[5].state)
+    assert torch.equal(steps[3].next_state, steps[4].state)
+    assert steps[5].episode_n.tolist() == [1, 1] and steps[4].episode_n.tolist() == [0, 0]
+    assert stepper.env_steps == 24 and stepper.episodes == 4
+    assert steps[0].reward.dtype == torch.float32 and steps[0].env_id.tolist() == [0, 1]
+
+
+def test_gym_stepper_terminated_kept_apart_from_truncated():
+    stepper = GymStepper(make_vec_env("CartPole-v1"), agent=None, seed=0)
+    ended = [s for s in (next(stepper) for _ in range(400)) if s.done.any()]
+    assert ended and all(s.terminated.all() and not s.truncated.any() for s in ended)
+
+
+def test_seeding_once_makes_episodes_differ_and_runs_repeat():
+    def first_states(seed):
+        stepper = GymStepper(make_vec_env("CartPole-v1", max_episode_steps=3), agent=None, seed=seed)
+        steps = [next(stepper) for _ in range(9)]
+        return torch.stack([steps[i].state[0] for i in (0, 3, 6)])
+    a, b = first_states(7), first_states(7)
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1]) and not torch.equal(a[1], a[2])
+    assert not torch.equal(a, first_states(8))
+
+
+def test_gym_stepper_n_caps_env_steps_and_async_flag():
+    pipe = GymDataPipe(["CartPole-v1"], num_envs=2, n=10, seed=0, async_envs=True)
+    steps = list(pipe)
+    assert sum(len(s) for s in steps) == 10
+    assert isinstance(find_pipe(pipe, GymStepper).env, gym.vector.AsyncVectorEnv)
+
+
+def test_include_images_adds_frames():
+    step = next(GymDataPipe(["CartPole-v1"], num_envs=2, seed=0, include_images=True))
+    assert step.image.shape == (2, 400, 600, 3) and step.image.dtype == torch.uint8
+
+
+def test_episode_returns_recorded():
+    stepper = GymStepper(make_vec_env("CartPole-v1", max_episode_steps=4), agent=None, seed=0)
+    stepper.records = Records()
+    for _ in range(8):
+        next(stepper)
+    assert stepper.records.values("episode_return") == [(4, 4.0), (8, 4.0)]
+
+
+# ---------------------------------------------------------------- n-step and skipping
+def test_nstep_discounted_rewards_and_counts():
+    # env 0 runs 5 steps and terminates; env 1 is truncated at its 2nd step then runs on
+    rows = [[(1, False, False), (1, False, False)],
+            [(2, False, False), (2, False, True)],
+            [(3, False, False), (3, False, False)],
+            [(4, False, False), (4, False, False)],
+            [(5, True, False), (5, False, False)]]
+    out = drain(NStepper(steps_from(rows), n=3, gamma=0.5))
+    by_start = {(int(s) % 10, int(s) // 10): i for i, s in enumerate(out.state[:, 0])}
+    def row(env, t):
+        return out[by_start[(env, t)]]
+    # full windows: r0 + γ r1 + γ² r2
+    w = row(0, 0)
+    assert math.isclose(float(w.reward), 1 + 0.5 * 2 + 0.25 * 3) and int(w.nsteps) == 3
+    assert float(w.next_state) == 30.0 and not bool(w.terminated)
+    # env 0 terminates at t=4: windows starting at 2, 3, 4 close early, without bootstrapping
+    assert math.isclose(float(row(0, 2).reward), 3 + 0.5 * 4 + 0.25 * 5) and int(row(0, 2).nsteps) == 3
+    assert math.isclose(float(row(0, 3).reward), 4 + 0.5 * 5) and int(row(0, 3).nsteps) == 2
+    assert math.isclose(float(row(0, 4).reward), 5.0) and int(row(0, 4).nsteps) == 1
+    assert all(bool(row(0, t).terminated) for t in (2, 3, 4))
+    # env 1 truncated at t=1: windows from 0 and 1 close there, truncated (so they still bootstrap)
+    assert math.isclose(float(row(1, 0).reward), 1 + 0.5 * 2) and int(row(1, 0).nsteps) == 2
+    assert bool(row(1, 0).truncated) and not bool(row(1, 0).terminated) and float(row(1, 0).next_state) == 21.0
+    assert int(row(1, 1).nsteps) == 1
+    # env 1 from t=2 on: one full window (2,3,4) closes at t=4; windows from 3 and 4 stay open and are dropped
+    assert math.isclose(float(row(1, 2).reward), 3 + 0.5 * 4 + 0.25 * 5)
+    assert (1, 3) not in by_start and (1, 4) not in by_start
+    assert len(out) == 5 + 3
+
+
+def test_nstep_one_is_identity():
+    rows = [[(1, False, False), (2, True, False)], [(3, False, True), (4, False, False)]]
+    out = drain(NStepper(steps_from(rows), n=1, gamma=0.9))
+    src = drain(steps_from(rows))
+    assert torch.equal(out.reward, src.reward) and torch.equal(out.next_state, src.next_state)
+    assert out.nsteps.tolist() == [1, 1, 1, 1]
+
+
+def test_nskipper_keeps_every_nth_and_episode_ends():
+    rows = [[(t, t == 4, False), (t, False, False)] for t in range(6)]
+    out = drain(NSkipper(steps_from(rows), n=2))
+    kept = sorted((int(s) % 10, int(s) // 10) for s in out.state[:, 0])
+    # env 0: t=0, 2, 4 (end) then 5 starts a new episode; env 1: t=0, 2, 4
+    assert kept == [(0, 0), (0, 2), (0, 4), (0, 5), (1, 0), (1, 2), (1, 4)]
+
+
+def test_bad_nstep_settings():
+    with pytest.raises(ValueError, match="nsteps must be >= 1"):
+        GymDataPipe(["CartPole-v1"], nsteps=0)
+    with pytest.raises(ValueError, match="firstlast=True"):
+        GymDataPipe(["CartPole-v1"], nsteps=3)
+    with pytest.raises(ValueError, match="nsteps must be >= 1"):
+        NStepper(steps_from([]), n=0)
+
+
+def test_unknown_env_id_suggests_close_ids():
+    with pytest.raises(ValueError, match="CartPole-v1"):
+        check_env_id("CartPol-v1")
+    with pytest.raises(ValueError, match="Unknown environment id"):
+        GymDataPipe(["NoSuchEnv-v9"])
+
+
+# ---------------------------------------------------------------- replay
+def numbered(n, start=0):
+    return SimpleStep(state=torch.arange(start, start + n, dtype=torch.float32)[:, None],
+                      reward=torch.arange(start, start + n, dtype=torch.float32))
+
+
+def test_ring_buffer_wraps_in_place():
+    replay = ExperienceReplay(None, bs=2, max_sz=5)
+    replay.add(numbered(3))
+    replay.add(numbered(4, start=3))
+    assert len(replay) == 5 and replay.pointer == 2 and replay.added == 7
+    assert replay.storage["reward"].tolist() == [5, 6, 2, 3, 4]
+    replay.add(numbered(12, start=7))  # larger than the buffer: only the newest max_sz survive
+    assert sorted(replay.storage["reward"].tolist()) == [14, 15, 16, 17, 18]
+
+
+def test_sampling_is_uniform_and_covers_the_buffer(seeded):
+    replay = ExperienceReplay(None, bs=64, max_sz=100)
+    replay.add(numbered(50))
+    counts = torch.zeros(100)
+    for _ in range(500):
+        batch = replay.sample()
+        assert batch.step.state.shape == (64, 1) and torch.equal(batch.step.state[:, 0], batch.step.reward)
+        counts += torch.bincount(batch.step.reward.long(), minlength=100)
+    assert (counts[:50] > 0).all() and counts[50:].sum() == 0  # only stored slots, every one of them
+    expected = 500 * 64 / 50
+    chi2 = float(((counts[:50] - expected) ** 2 / expected).sum())
+    assert chi2 < 100  # 49 degrees of freedom: p < 1e-4 to exceed by chance
+
+
+def test_update_to_data_ratio_and_warmup():
+    source = IterableWrapper(numbered(1, start=i) for i in range(1000))
+    replay = ExperienceReplay(source, bs=4, max_sz=100, warmup=10, train_every=3, updates=2)
+    batches = [next(replay) for _ in range(6)]
+    assert all(isinstance(b, TrainBatch) and len(b.step) == 4 for b in batches)
+    # first pull: 3 env steps, then on to the warmup of 10; each later pull is exactly 3 steps
+    assert replay.added == 16
+    next(replay)
+    assert replay.added == 19
+
+
+def test_replay_rejects_impossible_settings():
+    with pytest.raises(ValueError, match="larger than the replay capacity"):
+        ExperienceReplay(None, bs=128, max_sz=64)
+    with pytest.raises(ValueError, match="warmup"):
+        ExperienceReplay(None, bs=4, max_sz=64, warmup=100)
+    replay = ExperienceReplay(None, bs=2, max_sz=8)
+    replay.add(SimpleStep(state=torch.zeros(2, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        replay.add(SimpleStep(state=torch.zeros(2, 4)))
+
+
+def test_step_batcher_concatenates_lists():
+    pipe = StepBatcher(GymDataPipe(["CartPole-v1"], bs=8, n=16, seed=0))
+    batches = list(pipe)
+    assert [len(b.step) for b in batches] == [8, 8]
+
+
+# ---------------------------------------------------------------- agents and exploration
+def epsilon_agent(model, **kwargs):
+    pipe = SimpleModelRunner(StepFieldSelector(AgentBase(model)), model)
+    return AgentHead(DiscreteEpsilonRandomSelect(pipe, **kwargs))
+
+
+def test_epsilon_schedule_counts_env_steps():
+    agent = epsilon_agent(nn.Linear(3, 4), min_epsilon=0.1, max_epsilon=1.0, max_steps=100)
+    explorer = find_pipe(agent, DiscreteEpsilonRandomSelect)
+    assert explorer.epsilon == 1.0
+    agent(SimpleStep(state=torch.zeros(10, 3)))  # ten envs: ten env steps
+    assert explorer.steps == 10 and math.isclose(explorer.epsilon, 1.0 - 0.9 * 0.1)
+    for _ in range(4):
+        agent(SimpleStep(state=torch.zeros(10, 3)))
+    assert math.isclose(explorer.epsilon, 0.55)
+    for _ in range(10):
+        agent(SimpleStep(state=torch.zeros(10, 3)))
+    assert explorer.epsilon == 0.1
+
+
+def test_exploration_off_in_eval_mode(seeded):
+    model = nn.Linear(3, 4)
+    agent = epsilon_agent(model, min_epsilon=1.0, max_epsilon=1.0, max_steps=1)
+    states = torch.randn(256, 3)
+    greedy = model(states).argmax(-1)
+    assert not torch.equal(agent(SimpleStep(state=states)), greedy)  # ε = 1: random actions
+    with evaluating(model):
+        assert torch.equal(agent(SimpleStep(state=states)), greedy)
+    assert model.training
+
+
+def test_agent_accepts_a_list_of_unbatched_steps():
+    agent = epsilon_agent(nn.Linear(4, 2), min_epsilon=0.0, max_epsilon=0.0)
+    actions = agent([SimpleStep(state=torch.ones(4)), SimpleStep(state=torch.zeros(4))])
+    assert actions.shape == (2,)
+
+
+def test_bad_epsilon_settings():
+    with pytest.raises(ValueError, match="min_epsilon"):
+        DiscreteEpsilonRandomSelect(None, min_epsilon=0.5, max_epsilon=0.2)
+
+
+# ---------------------------------------------------------------- target updates and losses
+def batches_of(n):
+    return IterableWrapper(TrainBatch(SimpleStep(reward=torch.zeros(1))) for _ in range(n))
+
+
+def test_hard_target_copies_every_n_rounds():
+    model = nn.Linear(2, 2)
+    pipe = TargetModelUpdater(batches_of(7), model, target_sync=3)
+    start = pipe.target_model.weight.clone()
+    seen = []
+    for _ in pipe:
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        seen.append(pipe.target_model.weight[0, 0].item())
+    base = start[0, 0].item()
+    # copied on rounds 3 and 6, when the model had moved by 2 and by 5
+    assert [round(v - base, 5) for v in seen] == [0, 0, 2, 2, 2, 5, 5]
+    assert not pipe.target_model.weight.requires_grad
+
+
+def test_soft_target_is_polyak_average():
+    model = nn.Linear(2, 2)
+    pipe = SoftTargetUpdater(batches_of(1), model, tau=0.1)
+    target = pipe.target_model
+    with torch.no_grad():
+        target.weight.fill_(1.0)
+        model.weight.fill_(3.0)
+    next(pipe)
+    assert torch.allclose(target.weight, torch.full((2, 2), 0.9 * 1.0 + 0.1 * 3.0))
+    with pytest.raises(ValueError, match="tau"):
+        SoftTargetUpdater(batches_of(1), model, tau=0.0)
+
+
+def test_loss_collector_records_detached_losses():
+    losses = iter([torch.tensor(1.0, requires_grad=True), torch.tensor(3.0, requires_grad=True)])
+    source = IterableWrapper(TrainBatch(SimpleStep(), losses={"q": next(losses)}) for _ in range(2))
+    pipe = LossCollector(source)
+    pipe.records = Records()
+    list(pipe)
+    assert pipe.records.values("q_loss").tolist() == [1.0, 3.0]
+    assert not pipe.records.values("q_loss").requires_grad
+
+
+# ---------------------------------------------------------------- graph helpers
+def test_find_pipes_and_pipe_to_device():
+    model = nn.Linear(3, 2)
+    agent = epsilon_agent(model)
+    pipe = GymDataPipe(["CartPole-v1"], agent=agent, seed=0)
+    pipe = ExperienceReplay(pipe, bs=2, max_sz=10)
+    assert find_pipe(pipe, GymStepper).agent is agent
+    assert find_pipe(pipe, DiscreteEpsilonRandomSelect) is find_pipe(agent, DiscreteEpsilonRandomSelect)
+    assert len(find_pipes(pipe, SimpleModelRunner)) == 1
+    with pytest.raises(LookupError, match="TargetModelUpdater"):
+        find_pipe(pipe, TargetModelUpdater)
+    pipe_to_device(pipe, "cpu")
+    assert next(model.parameters()).device.type == "cpu" and pipe.device.type == "cpu"
