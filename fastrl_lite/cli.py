@@ -35,10 +35,12 @@ def build_dqn(env_id: str, steps: int, seed: int, loggers):
 BUILDERS: Dict[str, Callable] = {"dqn": build_dqn}
 DEFAULT_ENVS = {"dqn": "CartPole-v1"}
 DEFAULT_STEPS = {"dqn": 50_000}
+# torch threads per algorithm, from benchmarks/README.md: small MLP updates run fastest on one thread.
+DEFAULT_THREADS = {"dqn": 1}
 
 
 def train(algo: str, env_id: str = None, steps: int = None, seed: int = 0, out=None, eval_episodes: int = 10,
-          progress=None) -> dict:
+          progress=None, threads: int = None) -> dict:
     "Train `algo` on `env_id` for `steps` env steps and write the run folder; returns the evaluation."
     if algo not in BUILDERS:
         raise ValueError(f"Unknown algorithm {algo!r}; choose one of {sorted(BUILDERS)}.")
@@ -49,6 +51,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = 0, out=N
         raise ValueError(f"--steps must be a positive number of env steps, got {steps}.")
     out = Path(out or f"runs/{algo}-{env_id}-seed{seed}")
     out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads or DEFAULT_THREADS.get(algo, 1))
     set_seed(seed)
     loggers = [ProgressBarLogger(show_bars=progress), CSVLogger(out / "metrics.csv")]
     learner, epochs = BUILDERS[algo](env_id, steps, seed, loggers)
@@ -75,9 +78,11 @@ def main(argv=None):
     train_parser.add_argument("--seed", type=int, default=0)
     train_parser.add_argument("--out", default=None, help="run folder (default runs/ALGO-ENV-seedSEED)")
     train_parser.add_argument("--eval-episodes", type=int, default=10)
+    train_parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the fastest measured)")
     args = parser.parse_args(argv)
     try:
-        train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None)
+        train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None,
+              threads=args.threads)
     except ValueError as error:
         parser.exit(2, f"fastrl-lite: error: {error}\n")
 

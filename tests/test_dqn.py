@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torchdata.nodes import IterableWrapper
 
-from fastrl_lite import GymDataPipe, SimpleStep, TrainBatch, set_seed, Learner
+from fastrl_lite import (GymDataPipe, GymStepper, SimpleStep, TrainBatch, DiscreteEpsilonRandomSelect, find_pipe,
+                         set_seed)
 from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner, DoubleQTarget, DuelingHead, QLoss, QTarget
 from fastrl_lite.cli import main as cli_main, train
 
@@ -165,3 +166,18 @@ def test_cli_reports_bad_env_and_continuous_actions(capsys):
     with pytest.raises(SystemExit):
         cli_main(["train", "dqn", "--env", "Pendulum-v1", "--steps", "100"])
     assert "discrete action space" in capsys.readouterr().err
+
+
+def test_validate_uses_the_validation_pipeline_greedily():
+    learner = make_learner()
+    model = learner.model
+    valid = GymDataPipe(["CartPole-v1"], agent=DQNAgent(model, min_epsilon=1.0, max_epsilon=1.0), seed=5)
+    learner = DQNLearner(model, [learner.dls[0], valid], warmup=100, train_every=4, updates=2, batches=10)
+    explorer = find_pipe(valid, DiscreteEpsilonRandomSelect)
+    first = learner.validate(3)
+    assert len(first["returns"]) == 3
+    # this agent has ε = 1, yet validation ran greedily: its exploration stage never stepped
+    assert explorer.steps == 0 and model.training
+    assert find_pipe(valid, GymStepper).episodes == 3
+    fresh = learner.validate(3, env_ids=["CartPole-v1"])
+    assert len(fresh["returns"]) == 3

@@ -116,20 +116,25 @@ class Learner:
         self.history.append(row)
         return row
 
-    def validate(self, episodes: int = 10, seed: int = 10_000, env_ids=None, render: bool = False) -> Dict:
-        """Run the greedy policy (model in eval mode, so exploration is off) for `episodes` episodes
-        on a fresh single env; returns {'mean', 'std', 'returns'}."""
+    def validate(self, episodes: int = 10, seed: int = 10_000, env_ids=None) -> Dict:
+        """Run the greedy policy (model in eval mode, so exploration is off) for `episodes` episodes;
+        returns {'mean', 'std', 'returns'}. Uses the validation pipeline `dls[1]` when the learner has
+        one, else a fresh single env of the training env id seeded with `seed`."""
         from ..envs import GymStepper, make_vec_env
         if episodes < 1:
             raise ValueError(f"validate needs episodes >= 1, got {episodes}.")
-        if self.stepper is None or self.stepper.agent is None:
-            raise RuntimeError("validate needs a pipeline whose GymStepper has an agent.")
-        env_ids = env_ids or [self.stepper.env.get_attr("spec")[0].id]
-        stepper = GymStepper(make_vec_env(env_ids, num_envs=1), self.stepper.agent, seed=seed)
+        if len(self.dls) > 1 and env_ids is None:
+            stepper = find_pipe(self.dls[1], _is_stepper)
+        else:
+            if self.stepper is None or self.stepper.agent is None:
+                raise RuntimeError("validate needs a pipeline whose GymStepper has an agent.")
+            env_ids = env_ids or [self.stepper.env.get_attr("spec")[0].id]
+            stepper = GymStepper(make_vec_env(env_ids, num_envs=1), self.stepper.agent, seed=seed)
+        if stepper.agent is None:
+            raise RuntimeError("The validation pipeline has no agent: build it with GymDataPipe(..., agent=...).")
         stepper.records = Records()
-        with evaluating(self.stepper.agent.model):
+        with evaluating(stepper.agent.model):
             while len(stepper.records.values("episode_return")) < episodes:
                 next(stepper)
-        stepper.env.close()
         returns = np.array([r for _, r in stepper.records.values("episode_return")[:episodes]])
         return {"mean": float(returns.mean()), "std": float(returns.std()), "returns": returns.tolist()}
