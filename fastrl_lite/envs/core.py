@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import difflib
+import pickle
+import warnings
 from typing import Callable, List, Optional, Sequence, Union
 
 import gymnasium as gym
@@ -59,13 +61,15 @@ class GymStepper(Pipe):
     The env is seeded once, on its first reset, so later episodes differ. `terminated` and
     `truncated` are kept apart. `episode_n` counts each env's finished episodes and `step_n` the
     steps of the current one (1 on an episode's first transition). With `agent=None` actions are
-    sampled from the action space. `n` caps the total env steps (transitions) yielded.
+    sampled from the action space. `n` caps the total env steps (transitions) yielded. A NaN/inf
+    observation stops stepping with an error unless `check_finite=False`.
     Finished episode returns go to the record bus as `episode_return`.
     """
 
     def __init__(self, env: gym.vector.VectorEnv, agent: Optional[Callable] = None, seed: Optional[int] = None,
-                 include_images: bool = False, n: Optional[int] = None):
+                 include_images: bool = False, n: Optional[int] = None, check_finite: bool = True):
         super().__init__(None)
+        self.check_finite = check_finite
         self.env, self.agent, self.seed = env, agent, seed
         self.include_images, self.n = include_images, n
         self.num_envs = env.num_envs
@@ -75,13 +79,16 @@ class GymStepper(Pipe):
 
     def reset(self, initial_state=None):
         super().reset(initial_state)
-        if self._obs is None:
+        if initial_state:
+            self._restore(initial_state)
+        elif self._obs is None:
             self._start()
 
     def _start(self):
-        obs, _ = self.env.reset(seed=self.seed)
-        if self.seed is not None:
-            self.env.action_space.seed(self.seed)
+        seed = self.seed if self.env_steps == 0 else None  # seed once: a restart must not replay episodes
+        obs, _ = self.env.reset(seed=seed)
+        if seed is not None:
+            self.env.action_space.seed(seed)
         self._obs = self._as_tensor(obs)
         self._env_id = torch.arange(self.num_envs)
         self._episode_n = torch.zeros(self.num_envs, dtype=torch.long)
@@ -106,6 +113,10 @@ class GymStepper(Pipe):
         obs, reward, terminated, truncated, info = self.env.step(action.numpy())
         done = terminated | truncated
         next_obs = self._as_tensor(obs)
+        if self.check_finite and next_obs.is_floating_point() and not bool(torch.isfinite(next_obs).all()):
+            raise FloatingPointError(f"GymStepper: the env returned a NaN/inf observation at env step {self.env_steps} "
+                                     "(envs " + str(np.flatnonzero(~np.isfinite(obs).reshape(len(obs), -1).all(1)).tolist())
+                                     + "). Fix or wrap the env; GymStepper(check_finite=False) turns this check off.")
         next_state = next_obs
         if done.any():
             next_state = next_obs.clone()
@@ -132,7 +143,35 @@ class GymStepper(Pipe):
         return step
 
     def get_state(self):
-        return {"env_steps": self.env_steps, "episodes": self.episodes}
+        """Counters, the observation being acted on, per-env episode state, the agent pipeline's state
+        and, for sync vector envs whose envs pickle (the classic-control ones do), the envs themselves
+        with their RNGs, so a restored stepper continues the very same episodes."""
+        if self._obs is None:
+            self._start()
+        state = {"env_steps": self.env_steps, "episodes": self.episodes, "obs": self._obs,
+                 "episode_n": self._episode_n, "step_n": self._step_n, "returns": self._returns.copy(),
+                 "agent": self.agent.state_dict() if hasattr(self.agent, "state_dict") else None, "envs": None}
+        if isinstance(self.env, gym.vector.SyncVectorEnv):
+            try:
+                state["envs"] = pickle.dumps((self.env.envs, self.env.action_space))
+            except Exception:  # e.g. an env holding a window or a simulator handle
+                state["envs"] = None
+        return state
+
+    def _restore(self, state):
+        if self.agent is not None and state.get("agent") is not None:
+            self.agent.reset(state["agent"])
+        self.env_steps, self.episodes = state["env_steps"], state["episodes"]
+        if state["envs"] is not None and isinstance(self.env, gym.vector.SyncVectorEnv):
+            self.env.envs, self.env.action_space = pickle.loads(state["envs"])
+            self._obs, self._returns = state["obs"], state["returns"].copy()
+            self._env_id = torch.arange(self.num_envs)
+            self._episode_n, self._step_n = state["episode_n"].clone(), state["step_n"].clone()
+            return
+        warnings.warn(f"{type(self.env).__name__} could not be saved with the checkpoint, so its episodes restart "
+                      "from a reset; counters, replay and models are restored exactly.", RuntimeWarning)
+        self._start()
+        self._episode_n = state["episode_n"].clone()
 
     def to(self, device):
         "Env steps stay on the CPU; the replay buffer moves them to its device when it stores them."

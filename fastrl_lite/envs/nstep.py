@@ -75,7 +75,21 @@ class NStepper(Pipe):
                 return out
 
     def get_state(self):
-        return {**super().get_state(), "t": self._t}
+        window = None
+        if self._window is not None:
+            window = {"fields": self._window, "reward": self._reward, "discount": self._discount,
+                      "count": self._count, "open": self._open}
+        return {**super().get_state(), "t": self._t, "window": window}
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state:
+            self._t = initial_state["t"]
+            window = initial_state["window"]
+            if window is not None:
+                self._window = {k: v.clone() for k, v in window["fields"].items()}
+                self._reward, self._discount = window["reward"].clone(), window["discount"].clone()
+                self._count, self._open = window["count"].clone(), window["open"].clone()
 
 
 class NSkipper(Pipe):
@@ -88,6 +102,14 @@ class NSkipper(Pipe):
             raise ValueError(f"nskips must be >= 1 (1 keeps every transition), got {n}.")
         self.n = n
         self._seen = torch.zeros(0, dtype=torch.long)
+
+    def get_state(self):
+        return {**super().get_state(), "seen": self._seen}
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state:
+            self._seen = initial_state["seen"].clone()
 
     def next(self) -> SimpleStep:
         while True:

@@ -123,9 +123,10 @@ class TargetModelUpdater(Pipe):
         super().reset(initial_state)
         if initial_state:
             self.rounds = initial_state["rounds"]
+            self.target_model.load_state_dict(initial_state["target_model"])
 
     def get_state(self):
-        return {**super().get_state(), "rounds": self.rounds}
+        return {**super().get_state(), "rounds": self.rounds, "target_model": self.target_model.state_dict()}
 
 
 class SoftTargetUpdater(TargetModelUpdater):

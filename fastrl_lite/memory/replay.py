@@ -114,8 +114,22 @@ class ExperienceReplay(Pipe):
         return self.sample()
 
     def get_state(self):
+        "The stored transitions (only the filled part) and the counters."
         return {**super().get_state(), "size": self.size, "pointer": self.pointer, "added": self.added,
-                "owed": self._owed}
+                "owed": self._owed, "storage": {k: v[:self.size] for k, v in self.storage.items()}}
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state:
+            if initial_state["storage"] and not self.storage:
+                self.storage = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
+                                for k, v in initial_state["storage"].items()}
+            for k, v in initial_state["storage"].items():
+                if k not in self.storage or self.storage[k].shape[1:] != v.shape[1:]:
+                    raise ValueError(f"The checkpoint's replay field {k!r} does not fit this buffer.")
+                self.storage[k][:len(v)] = v.to(self.device)
+            self.size, self.pointer = initial_state["size"], initial_state["pointer"]
+            self.added, self._owed = initial_state["added"], initial_state["owed"]
 
     def to(self, device):
         self.device = torch.device(device)

@@ -1,0 +1,186 @@
+"""Checkpoint and resume: exact continuation across processes, atomic saves, interrupts, guards."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from fastrl_lite import GymDataPipe, Learner, Pipe, set_seed
+from fastrl_lite.learner import CheckpointError
+from fastrl_lite.envs import GymStepper, NStepper, make_vec_env
+
+sys.path.insert(0, str(Path(__file__).parent))
+from resume_job import build  # noqa: E402
+
+JOB = Path(__file__).parent / "resume_job.py"
+
+
+def run_job(*args):
+    subprocess.run([sys.executable, str(JOB), *map(str, args)], check=True, timeout=600)
+
+
+def test_resume_in_a_new_process_is_bit_exact(tmp_path):
+    checkpoint = tmp_path / "ckpt.pt"
+    run_job("straight", checkpoint, tmp_path / "straight.pt")
+    run_job("resumed", checkpoint, tmp_path / "resumed.pt")
+    straight, resumed = torch.load(tmp_path / "straight.pt"), torch.load(tmp_path / "resumed.pt")
+    assert len(straight["losses"]) == 120
+    assert torch.equal(straight["losses"], resumed["losses"])
+    assert straight["returns"] == resumed["returns"] and len(straight["returns"]) > 10
+    assert straight["env_steps"] == resumed["env_steps"] and straight["batch"] == resumed["batch"] == 240
+
+
+def test_same_seed_same_results_across_processes_and_seeds_differ(tmp_path):
+    for name, seed in (("a", 4), ("b", 4), ("c", 5)):
+        run_job("straight", tmp_path / f"{name}.ckpt", tmp_path / f"{name}.pt", seed)
+    a, b, c = (torch.load(tmp_path / f"{n}.pt") for n in "abc")
+    assert torch.equal(a["losses"], b["losses"]) and a["returns"] == b["returns"]
+    assert not torch.equal(a["losses"], c["losses"])
+
+
+def test_in_process_save_restores_every_stage(tmp_path):
+    learner = build()
+    learner.fit(1)
+    learner.save(tmp_path / "c.pt")
+    state = learner.state_dict()
+    learner.fit(1)
+    other = build(seed=9).load(tmp_path / "c.pt")
+    # replay contents, ε schedule, n-step windows, target network and the optimizer all came back
+    restored = other.state_dict()
+    replay_a, replay_b = state["pipe"], restored["pipe"]
+    while "storage" not in replay_a:
+        replay_a, replay_b = replay_a["source"], replay_b["source"]
+    assert replay_a["size"] == replay_b["size"] > 0
+    assert all(torch.equal(replay_a["storage"][k], replay_b["storage"][k]) for k in replay_a["storage"])
+    assert other.stepper.agent.state_dict() == state_agent(state)
+    assert other.batch == 60 and other.epoch == 1
+
+
+def state_agent(state):
+    node = state["pipe"]
+    while "agent" not in node:
+        node = node["source"]
+    return node["agent"]
+
+
+def test_atomic_save_survives_a_crash_mid_write(tmp_path, monkeypatch):
+    learner = build()
+    learner.fit(1)
+    path = learner.save(tmp_path / "c.pt")
+    good = path.read_bytes()
+
+    def crashing_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", crashing_save)
+    learner.fit(1)
+    with pytest.raises(OSError, match="disk full"):
+        learner.save(path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_corrupt_checkpoint_is_reported_and_nothing_is_loaded(tmp_path):
+    learner = build()
+    learner.fit(1)
+    path = learner.save(tmp_path / "c.pt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    fresh = build(seed=3)
+    before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        fresh.load(path)
+    assert all(torch.equal(before[k], v) for k, v in fresh.model.state_dict().items())
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        fresh.load(tmp_path / "missing.pt")
+
+
+def test_checkpoint_for_another_env_network_or_algorithm_is_refused(tmp_path):
+    learner = build()
+    learner.fit(1)
+    path = learner.save(tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="envs \\['CartPole-v1', 'CartPole-v1'\\]"):
+        build(env_id="Acrobot-v1").load(path)
+    with pytest.raises(CheckpointError, match="another shape"):
+        build(hidden=(16, 16)).load(path)
+    other = build()
+    other.name = "DDPG"
+    with pytest.raises(CheckpointError, match="written by a DQN learner"):
+        other.load(path)
+
+
+class InterruptAt(Pipe):
+    "Sends this process a SIGINT (Ctrl-C) during gradient round `at`."
+
+    def __init__(self, source, at):
+        super().__init__(source)
+        self.at, self.rounds = at, 0
+
+    def next(self):
+        item = next(self.source)
+        self.rounds += 1
+        if self.rounds == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return item
+
+
+def test_ctrl_c_stops_at_the_current_round_saves_and_stays_usable(tmp_path, capsys):
+    learner = build()
+    learner.pipe = InterruptAt(learner.pipe, at=75)
+    learner.fit(3, checkpoint_every=2, checkpoint_path=tmp_path / "c.pt")
+    assert learner.interrupted and learner.batch == 75 and learner.epoch == 1
+    assert (tmp_path / "c.pt").exists() and "Interrupted after gradient round 75" in capsys.readouterr().out
+    learner.fit(1)
+    assert learner.batch == 135 and not learner.interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_checkpoint_every_writes_during_fit(tmp_path):
+    learner = build()
+    learner.fit(2, checkpoint_every=1, checkpoint_path=tmp_path / "c.pt")
+    restored = build(seed=2).load(tmp_path / "c.pt")
+    assert restored.epoch == 2 and restored.batch == 120
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        learner.fit(1, checkpoint_every=1)
+
+
+def test_an_env_that_cannot_be_saved_is_reset_with_one_warning(tmp_path):
+    set_seed(0)
+    stepper = GymStepper(make_vec_env("CartPole-v1", num_envs=2, async_envs=True), seed=0)
+    for _ in range(5):
+        next(stepper)
+    state = stepper.state_dict()
+    assert state["envs"] is None
+    again = GymStepper(make_vec_env("CartPole-v1", num_envs=2, async_envs=True), seed=0)
+    with pytest.warns(RuntimeWarning, match="could not be saved"):
+        again.reset(state)
+    assert again.env_steps == 10 and len(next(again)) == 2
+
+
+def test_nan_observation_stops_stepping_with_a_clear_message():
+    def poison(env):
+        return gym.wrappers.TransformObservation(env, lambda obs: obs * np.nan, env.observation_space)
+    stepper = GymStepper(make_vec_env("CartPole-v1", wrappers=[poison]), seed=0)
+    with pytest.raises(FloatingPointError, match="NaN/inf observation at env step 0"):
+        next(stepper)
+    quiet = GymStepper(make_vec_env("CartPole-v1", wrappers=[poison]), seed=0, check_finite=False)
+    assert torch.isnan(next(quiet).next_state).all()
+
+
+def test_nstepper_state_round_trip():
+    from test_framework import steps_from
+    rows = [[(t, False, False), (t, t == 2, False)] for t in range(4)]
+    pipe = NStepper(steps_from(rows[:2]), n=3, gamma=0.9)
+    list(pipe)
+    state = pipe.state_dict()
+    resumed = NStepper(steps_from(rows[2:]), n=3, gamma=0.9)
+    resumed.reset({**state, "source": None})
+    whole = NStepper(steps_from(rows), n=3, gamma=0.9)
+    a, b = list(resumed), list(whole)
+    got = torch.cat([s.reward for s in a])
+    expected = torch.cat([s.reward for s in b])
+    assert torch.equal(got, expected)
