@@ -1,0 +1,107 @@
+"""Watching a policy: one greedy episode rendered to an animated GIF, and showing it in a notebook."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core import SimpleStep, evaluating
+
+__all__ = ["record_episode_gif", "show_gif"]
+
+
+def _greedy_policy(agent_or_model, action_space) -> Tuple[Callable, nn.Module]:
+    """A function from a batch-of-one state tensor to an action tensor, and the module to put in
+    eval mode. An agent (anything callable with a `.model`, e.g. `DQNAgent(...)`) keeps its own
+    pipeline (action scaling, exploration that switches off in eval mode); a `Learner` lends its
+    training agent; a bare module acts greedily: argmax of its outputs for a discrete action space,
+    its output clipped to the bounds for a continuous one."""
+    import gymnasium as gym
+    stepper = getattr(agent_or_model, "stepper", None)
+    if stepper is not None and getattr(stepper, "agent", None) is not None:
+        agent_or_model = stepper.agent
+    if not isinstance(agent_or_model, nn.Module) and callable(agent_or_model) and hasattr(agent_or_model, "model"):
+        agent = agent_or_model
+        return (lambda state: agent(SimpleStep(state=state))), agent.model
+    if isinstance(agent_or_model, nn.Module):
+        model = agent_or_model
+        device = next(model.parameters()).device
+        if isinstance(action_space, gym.spaces.Discrete):
+            return (lambda state: model(state.to(device, torch.float32)).argmax(dim=-1)), model
+        if isinstance(action_space, gym.spaces.Box):
+            low = torch.as_tensor(action_space.low, device=device)
+            high = torch.as_tensor(action_space.high, device=device)
+            return (lambda state: torch.clip(model(state.to(device, torch.float32)), low, high)), model
+        raise ValueError(f"A bare model can only act on Discrete or Box action spaces, not {action_space}; "
+                         "pass an agent that maps states to actions instead.")
+    raise TypeError(f"record_episode_gif needs an agent (e.g. DQNAgent(model)), a Learner or an nn.Module, "
+                    f"got {type(agent_or_model).__name__}.")
+
+
+def _to_env_action(action: torch.Tensor, action_space):
+    import gymnasium as gym
+    action = action.detach().cpu().numpy()
+    if isinstance(action_space, gym.spaces.Discrete):
+        return int(action.reshape(-1)[0])
+    return action.reshape(action_space.shape).astype(action_space.dtype)
+
+
+def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_steps: Optional[int] = None,
+                       scale: float = 0.25, fps: int = 15, every: int = 2, max_frames: Optional[int] = 120,
+                       **env_kwargs) -> Tuple[Path, float]:
+    """Run one greedy episode of `env_id` (model in eval mode, so exploration is off) and write its
+    `render_mode="rgb_array"` frames to an animated GIF at `path`. Returns `(path, episode_return)`.
+
+    The episode always runs to its end (or `max_steps` env steps), so the return is the real one;
+    only the picture is thinned to keep the file small: every `every`-th frame, at most
+    `max_frames` of them (`None` for all), downscaled by `scale`, played at `fps` frames a second.
+    Rendering needs Pillow and the env's renderer (pygame for the classic-control envs).
+    """
+    import gymnasium as gym
+    from PIL import Image
+    if not 0 < scale <= 1 or every < 1 or fps < 1 or (max_frames is not None and max_frames < 2):
+        raise ValueError(f"Need 0 < scale <= 1, every >= 1, fps >= 1 and max_frames >= 2 (or None); got "
+                         f"scale={scale}, every={every}, fps={fps}, max_frames={max_frames}.")
+    path = Path(path)
+    # pygame's init also opens an audio device, which fails noisily on headless machines; the
+    # rendered frames need no sound (a driver the user chose is kept)
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
+    policy, model = _greedy_policy(agent_or_model, env.action_space)
+    frames, episode_return, steps = [], 0.0, 0
+
+    def keep(frame: np.ndarray):
+        if max_frames is None or len(frames) < max_frames:
+            image = Image.fromarray(np.asarray(frame, dtype=np.uint8))
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            frames.append(image.resize(size, Image.Resampling.BILINEAR))
+
+    try:
+        obs, _ = env.reset(seed=seed)
+        keep(env.render())
+        done = False
+        with evaluating(model), torch.no_grad():
+            while not done and (max_steps is None or steps < max_steps):
+                action = policy(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
+                obs, reward, terminated, truncated, _ = env.step(_to_env_action(action, env.action_space))
+                episode_return += float(reward)
+                steps += 1
+                done = terminated or truncated
+                if steps % every == 0 or done:
+                    keep(env.render())
+    finally:
+        env.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / fps),
+                   loop=0, optimize=True)
+    return path, episode_return
+
+
+def show_gif(path, width: Optional[int] = None):
+    "Display a GIF inline in a notebook (embedded in the output, so it survives saving the notebook)."
+    from IPython.display import Image
+    return Image(filename=str(path), width=width)

@@ -1,0 +1,119 @@
+"""The picture helpers: learning curves across seeds and greedy-episode GIFs."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import gymnasium as gym
+from fastrl_lite.algos.dqn import DQN, DQNAgent
+from fastrl_lite.loggers import learning_curve_stats, plot_learning_curves, record_episode_gif, show_gif
+
+
+def test_learning_curve_stats_interpolates_and_reduces_across_seeds():
+    # two seeds whose episodes end at different env steps: both are linear, so interpolation is exact
+    run_a = np.array([[0, 0.0], [10, 10.0]])
+    run_b = np.array([[0, 10.0], [4, 18.0], [10, 30.0]])
+    stats = learning_curve_stats([run_a, run_b], grid=[0, 5, 10], window=1)
+    np.testing.assert_allclose(stats["curves"], [[0, 5, 10], [10, 20, 30]])
+    np.testing.assert_allclose(stats["mean"], [5, 12.5, 20])
+    np.testing.assert_allclose(stats["lower"], [0, 5, 10])  # mean - population std (5, 7.5, 10)
+    np.testing.assert_allclose(stats["upper"], [10, 20, 30])
+    minmax = learning_curve_stats([run_a, run_b], grid=[0, 5, 10], spread="minmax")
+    np.testing.assert_allclose(minmax["lower"], [0, 5, 10])
+    np.testing.assert_allclose(minmax["upper"], [10, 20, 30])
+    sem = learning_curve_stats([run_a, run_b], grid=[0, 5, 10], spread="sem")
+    np.testing.assert_allclose(sem["upper"] - sem["mean"], np.std([[0, 5, 10], [10, 20, 30]], axis=0, ddof=1) / np.sqrt(2))
+
+
+def test_learning_curve_stats_default_grid_covers_only_common_steps_and_smooths():
+    early = np.array([[0, 1.0], [5, 3.0], [10, 5.0]])
+    late = np.array([[2, 0.0], [8, 6.0]])
+    stats = learning_curve_stats([early, late], points=4)
+    np.testing.assert_allclose(stats["grid"], [2, 4, 6, 8])
+    # a 2-episode trailing mean of (1, 3, 5) is (1, 2, 4); of (0, 6) it is (0, 3)
+    smoothed = learning_curve_stats([early, late], grid=[0, 5, 10], window=2)
+    np.testing.assert_allclose(smoothed["curves"][0], [1, 2, 4])
+    with pytest.raises(ValueError, match="no common env steps"):
+        learning_curve_stats([np.array([[0, 1.0], [1, 1.0]]), np.array([[5, 1.0], [6, 1.0]])])
+    with pytest.raises(ValueError, match="spread"):
+        learning_curve_stats([early], spread="iqr")
+
+
+def test_plot_learning_curves_draws_mean_and_spread_and_writes_png(tmp_path):
+    runs = {"small buffer": [np.array([[0, 0.0], [10, 10.0]]), np.array([[0, 10.0], [10, 30.0]])],
+            "large buffer": [np.array([[0, 5.0], [10, 5.0]])]}
+    path = tmp_path / "curves.png"
+    ax = plot_learning_curves(runs, path, points=3, window=1)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), [0, 5, 10])
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [5, 12.5, 20])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [5, 5, 5])
+    assert len(ax.collections) == 2  # one shaded spread per label
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(0) and band[:, 1].max() == pytest.approx(30)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["small buffer (2 seeds)", "large buffer (1 seeds)"]
+
+
+def _replay_return(policy, env_id, seed):
+    "The return of the same deterministic policy on the same seeded env, without rendering."
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=seed)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        total += float(reward)
+        done = terminated or truncated
+    env.close()
+    return total
+
+
+def test_record_episode_gif_from_a_bare_q_network(tmp_path):
+    torch.manual_seed(0)
+    model = DQN(4, 2, hidden=(16,))
+    path, episode_return = record_episode_gif(model, "CartPole-v1", tmp_path / "sub" / "cartpole.gif", seed=3,
+                                              scale=0.25, every=1, max_frames=None)
+    with torch.no_grad():
+        greedy = lambda obs: int(model(torch.as_tensor(obs).unsqueeze(0)).argmax())
+        assert episode_return == _replay_return(greedy, "CartPole-v1", seed=3)
+    image = Image.open(path)
+    assert image.format == "GIF" and image.is_animated
+    assert image.size == (150, 100)  # CartPole renders 600 × 400
+    # a frame after the reset and one per step; Pillow may merge identical consecutive frames
+    assert 1 < image.n_frames <= int(episode_return) + 1
+
+
+def test_record_episode_gif_with_an_agent_is_greedy_and_restores_training_mode(tmp_path):
+    torch.manual_seed(0)
+    model = DQN(4, 2, hidden=(16,))
+    agent = DQNAgent(model, min_epsilon=1.0, max_epsilon=1.0)  # pure exploration while training
+    _, first = record_episode_gif(agent, "CartPole-v1", tmp_path / "a.gif", seed=1)
+    _, second = record_episode_gif(agent, "CartPole-v1", tmp_path / "b.gif", seed=1)
+    assert first == second  # eval mode switched exploration off, so the episode is deterministic
+    assert model.training
+    with torch.no_grad():
+        assert first == _replay_return(lambda obs: int(model(torch.as_tensor(obs).unsqueeze(0)).argmax()),
+                                       "CartPole-v1", seed=1)
+
+
+def test_record_episode_gif_continuous_actions_and_frame_cap(tmp_path):
+    torch.manual_seed(0)
+    actor = nn.Sequential(nn.Linear(3, 1), nn.Tanh())
+    path, episode_return = record_episode_gif(actor, "Pendulum-v1", tmp_path / "pendulum.gif", scale=0.2,
+                                              every=2, max_frames=30, fps=10)
+    image = Image.open(path)
+    assert image.size == (100, 100)  # Pendulum renders 500 × 500
+    assert 1 < image.n_frames <= 30
+    assert image.info["duration"] >= 100  # 10 frames a second
+    assert -200 * 16.3 <= episode_return < 0  # 200 steps, each costing at most π² + 0.1·8² + 0.001·2²
+    with pytest.raises(TypeError, match="agent"):
+        record_episode_gif("not a policy", "CartPole-v1", tmp_path / "x.gif")
+    with pytest.raises(ValueError, match="scale"):
+        record_episode_gif(actor, "Pendulum-v1", tmp_path / "x.gif", scale=2)
+
+
+def test_show_gif_embeds_the_file(tmp_path):
+    path, _ = record_episode_gif(DQN(4, 2, hidden=(8,)), "CartPole-v1", tmp_path / "c.gif", max_frames=5)
+    shown = show_gif(path, width=120)
+    assert shown.format == "gif" and shown.width == 120
+    assert shown.data == path.read_bytes()
