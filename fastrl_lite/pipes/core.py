@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchdata.nodes import BaseNode
 
-__all__ = ["Pipe", "find_pipes", "find_pipe", "pipe_to_device", "pipe_graph"]
+__all__ = ["Pipe", "Cycler", "find_pipes", "find_pipe", "pipe_to_device", "pipe_graph"]
 
 
 class Pipe(BaseNode):
@@ -51,8 +51,42 @@ class Pipe(BaseNode):
                 setattr(self, name, value.to(device))
         return self
 
+    def cycle(self, count: Optional[int] = None) -> "Cycler":
+        "Replay this pipe `count` times (forever with `None`), fastrl's `.cycle`: `pipe.cycle(count=50)`."
+        return Cycler(self, count)
+
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+class Cycler(Pipe):
+    """Restarts its source each time it runs dry, `count` passes in all (endless with `None`).
+    Restarting calls `reset()` on the source, which rewinds iterables but keeps stage counters
+    (an exploration schedule keeps decaying across passes)."""
+
+    def __init__(self, source, count: Optional[int] = None):
+        super().__init__(source)
+        if count is not None and count < 1:
+            raise ValueError(f"cycle(count=) must be >= 1 (or None to repeat forever), got {count}.")
+        self.count = count
+        self.passes = 1
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        self.passes = initial_state["passes"] if initial_state else 1
+
+    def get_state(self):
+        return {**super().get_state(), "passes": self.passes}
+
+    def next(self):
+        while True:
+            try:
+                return next(self.source)
+            except StopIteration:
+                if self.count is not None and self.passes >= self.count:
+                    raise
+                self.passes += 1
+                self.source.reset()
 
 
 def _children(node) -> Iterator[BaseNode]:
