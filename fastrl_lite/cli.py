@@ -40,10 +40,20 @@ DEFAULT_THREADS = {"dqn": 1}
 
 
 def train(algo: str, env_id: str = None, steps: int = None, seed: int = 0, out=None, eval_episodes: int = 10,
-          progress=None, threads: int = None) -> dict:
-    "Train `algo` on `env_id` for `steps` env steps and write the run folder; returns the evaluation."
+          progress=None, threads: int = None, resume=None) -> dict:
+    """Train `algo` on `env_id` for `steps` env steps and write the run folder; returns the evaluation.
+    A checkpoint is written after every epoch; `resume=RUN_DIR` continues that run where it stopped."""
     if algo not in BUILDERS:
         raise ValueError(f"Unknown algorithm {algo!r}; choose one of {sorted(BUILDERS)}.")
+    if resume is not None:
+        config_path = Path(resume) / "config.json"
+        if not config_path.is_file():
+            raise ValueError(f"{resume} is not a run folder to resume: it has no config.json.")
+        config = json.loads(config_path.read_text())
+        if config["algo"] != algo:
+            raise ValueError(f"{resume} is a {config['algo']} run; resume it with `fastrl-lite train {config['algo']} "
+                             f"--resume {resume}`.")
+        env_id, steps, seed, threads, out = config["env"], config["steps"], config["seed"], config["threads"], resume
     env_id = env_id or DEFAULT_ENVS[algo]
     steps = steps or DEFAULT_STEPS[algo]
     check_env_id(env_id)
@@ -51,11 +61,21 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = 0, out=N
         raise ValueError(f"--steps must be a positive number of env steps, got {steps}.")
     out = Path(out or f"runs/{algo}-{env_id}-seed{seed}")
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(threads or DEFAULT_THREADS.get(algo, 1))
+    threads = threads or DEFAULT_THREADS.get(algo, 1)
+    torch.set_num_threads(threads)
+    (out / "config.json").write_text(json.dumps({"algo": algo, "env": env_id, "steps": steps, "seed": seed,
+                                                 "threads": threads}, indent=2))
     set_seed(seed)
-    loggers = [ProgressBarLogger(show_bars=progress), CSVLogger(out / "metrics.csv")]
+    loggers = [ProgressBarLogger(show_bars=progress), CSVLogger(out / "metrics.csv", append=resume is not None)]
     learner, epochs = BUILDERS[algo](env_id, steps, seed, loggers)
-    learner.fit(epochs)
+    checkpoint = out / "checkpoint.pt"
+    if resume is not None:
+        learner.load(checkpoint)
+        print(f"Resuming {out} at epoch {learner.epoch}, env step {learner.env_steps}")
+    if learner.epoch < epochs:
+        learner.fit(epochs - learner.epoch, checkpoint_every=1, checkpoint_path=checkpoint)
+    if learner.interrupted:
+        print(f"Stopped early; continue with `fastrl-lite train {algo} --resume {out}`")
     torch.save({name: m.state_dict() for name, m in learner.models.items()}, out / "model.pt")
     plot_returns(learner.episode_returns(), out / "returns.png", title=f"{algo.upper()} on {env_id}")
     evaluation = learner.validate(eval_episodes)
@@ -64,7 +84,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = 0, out=N
               "eval_returns": evaluation["returns"]}
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     print(f"Greedy evaluation over {eval_episodes} episodes: {evaluation['mean']:.1f} ± {evaluation['std']:.1f}")
-    print(f"Run written to {out}/ (metrics.csv, returns.png, model.pt, eval.json)")
+    print(f"Run written to {out}/ (metrics.csv, returns.png, model.pt, eval.json, checkpoint.pt)")
     return result
 
 
@@ -79,10 +99,12 @@ def main(argv=None):
     train_parser.add_argument("--out", default=None, help="run folder (default runs/ALGO-ENV-seedSEED)")
     train_parser.add_argument("--eval-episodes", type=int, default=10)
     train_parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the fastest measured)")
+    train_parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                              help="continue the run in RUN_DIR from its last checkpoint (its settings are reused)")
     args = parser.parse_args(argv)
     try:
         train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None,
-              threads=args.threads)
+              threads=args.threads, resume=args.resume)
     except ValueError as error:
         parser.exit(2, f"fastrl-lite: error: {error}\n")
 

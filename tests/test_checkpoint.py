@@ -184,3 +184,29 @@ def test_nstepper_state_round_trip():
     got = torch.cat([s.reward for s in a])
     expected = torch.cat([s.reward for s in b])
     assert torch.equal(got, expected)
+
+
+def cli(*args):
+    return [sys.executable, "-m", "fastrl_lite.cli", "train", "dqn", *map(str, args)]
+
+
+def test_cli_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
+    import json
+    import time
+    settings = ["--steps", "9000", "--seed", "1", "--eval-episodes", "3"]
+    subprocess.run(cli(*settings, "--out", tmp_path / "whole"), check=True, timeout=600, capture_output=True)
+    crashed = tmp_path / "crashed"
+    job = subprocess.Popen(cli(*settings, "--out", crashed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (crashed / "checkpoint.pt").exists() and job.poll() is None:
+        time.sleep(0.01)
+    job.kill()  # a hard crash: no chance to save anything more
+    job.wait()
+    assert not (crashed / "eval.json").exists(), "the run finished before it could be crashed"
+    resumed = subprocess.run(cli("--resume", crashed, "--eval-episodes", "3"), check=True, timeout=600, capture_output=True, text=True)
+    assert "Resuming" in resumed.stdout and "at epoch 1," in resumed.stdout
+    whole, again = (json.loads((d / "eval.json").read_text()) for d in (tmp_path / "whole", crashed))
+    assert again["eval_returns"] == whole["eval_returns"] and again["env_steps"] == whole["env_steps"]
+    rows = lambda d: (d / "metrics.csv").read_text().splitlines()
+    assert rows(crashed)[-1].split(",")[:6] == rows(tmp_path / "whole")[-1].split(",")[:6]
+    wrong = subprocess.run(cli("--resume", tmp_path), capture_output=True, text=True)
+    assert wrong.returncode == 2 and "no config.json" in wrong.stderr

@@ -68,11 +68,15 @@ class ProgressBarLogger(LoggerBase):
 
 
 class CSVLogger(LoggerBase):
-    "Appends each epoch's row to a CSV file (columns from the first row)."
+    """Writes each epoch's row to a CSV file (columns from the first row). With `append=True` an
+    existing file is continued (a resumed run) instead of started afresh."""
 
-    def __init__(self, path):
+    def __init__(self, path, append: bool = False):
         self.path = Path(path)
         self._columns = None
+        if append and self.path.is_file():
+            with open(self.path, newline="") as f:
+                self._columns = next(csv.reader(f), None)
 
     def before_fit(self, learner, epochs):
         self.path.parent.mkdir(parents=True, exist_ok=True)
