@@ -52,7 +52,7 @@ def test_plot_learning_curves_draws_mean_and_spread_and_writes_png(tmp_path):
     assert len(ax.collections) == 2  # one shaded spread per label
     band = ax.collections[0].get_paths()[0].vertices
     assert band[:, 1].min() == pytest.approx(0) and band[:, 1].max() == pytest.approx(30)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["small buffer (2 seeds)", "large buffer (1 seeds)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["small buffer (2 seeds)", "large buffer (1 seed)"]
 
 
 def _replay_return(policy, env_id, seed):
@@ -108,6 +108,8 @@ def test_record_episode_gif_continuous_actions_and_frame_cap(tmp_path):
     assert -200 * 16.3 <= episode_return < 0  # 200 steps, each costing at most π² + 0.1·8² + 0.001·2²
     with pytest.raises(TypeError, match="agent"):
         record_episode_gif("not a policy", "CartPole-v1", tmp_path / "x.gif")
+    with pytest.raises(ValueError, match="2 action values"):
+        record_episode_gif(nn.Linear(3, 2), "Pendulum-v1", tmp_path / "x.gif")
     with pytest.raises(ValueError, match="scale"):
         record_episode_gif(actor, "Pendulum-v1", tmp_path / "x.gif", scale=2)
 

@@ -91,7 +91,7 @@ def plot_learning_curves(runs: Dict[str, Sequence[np.ndarray]], path=None, title
     describe = {"std": "± std", "sem": "± s.e.m.", "minmax": "min–max"}.get(spread, spread)
     for label, label_runs in runs.items():
         stats = learning_curve_stats(label_runs, points=points, window=window, spread=spread)
-        line, = ax.plot(stats["grid"], stats["mean"], label=f"{label} ({len(label_runs)} seeds)")
+        line, = ax.plot(stats["grid"], stats["mean"], label=f"{label} ({len(label_runs)} seed{'' if len(label_runs) == 1 else 's'})")
         ax.fill_between(stats["grid"], stats["lower"], stats["upper"], color=line.get_color(), alpha=0.2)
     smoothing = f", {window}-episode mean" if window > 1 else ""
     ax.set(title=title, xlabel=xlabel, ylabel=f"{ylabel} (mean, {describe}{smoothing})")

@@ -47,6 +47,8 @@ def _to_env_action(action: torch.Tensor, action_space):
     action = action.detach().cpu().numpy()
     if isinstance(action_space, gym.spaces.Discrete):
         return int(action.reshape(-1)[0])
+    if action.size != int(np.prod(action_space.shape)):
+        raise ValueError(f"The policy returned {action.size} action values; the env's action space is {action_space}.")
     return action.reshape(action_space.shape).astype(action_space.dtype)
 
 
@@ -67,9 +69,10 @@ def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_ste
         raise ValueError(f"Need 0 < scale <= 1, every >= 1, fps >= 1 and max_frames >= 2 (or None); got "
                          f"scale={scale}, every={every}, fps={fps}, max_frames={max_frames}.")
     path = Path(path)
-    # pygame's init also opens an audio device, which fails noisily on headless machines; the
-    # rendered frames need no sound (a driver the user chose is kept)
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # rgb_array frames are drawn off-screen; without a display SDL's search for one only prints
+        # errors into the output (a driver the user chose is kept)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
     policy, model = _greedy_policy(agent_or_model, env.action_space)
     frames, episode_return, steps = [], 0.0, 0
