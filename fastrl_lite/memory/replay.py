@@ -70,8 +70,8 @@ class ExperienceReplay(Pipe):
         fields = step.fields()
         if fields.keys() != self.storage.keys():
             raise ValueError(f"Steps changed fields: replay holds {sorted(self.storage)}, got {sorted(fields)}.")
-        n = len(step)
-        if n > self.max_sz:
+        n = arrived = len(step)
+        if n > self.max_sz:  # only the newest max_sz can survive; the env steps still all count
             step, n = step[n - self.max_sz:], self.max_sz
             fields = step.fields()
         first = min(n, self.max_sz - self.pointer)
@@ -85,7 +85,7 @@ class ExperienceReplay(Pipe):
                 dest[:n - first].copy_(value[first:], non_blocking=True)
         self.pointer = (self.pointer + n) % self.max_sz
         self.size = min(self.size + n, self.max_sz)
-        self.added += n
+        self.added += arrived
 
     def sample(self, bs: Optional[int] = None) -> TrainBatch:
         "A uniform sample (with replacement) of `bs` stored transitions."
