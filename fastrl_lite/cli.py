@@ -32,9 +32,30 @@ def build_dqn(env_id: str, steps: int, seed: int, loggers):
     return learner, math.ceil(rounds / learner.batches)
 
 
-BUILDERS: Dict[str, Callable] = {"dqn": build_dqn}
-DEFAULT_ENVS = {"dqn": "CartPole-v1"}
-DEFAULT_STEPS = {"dqn": 50_000}
+def build_ddpg(env_id: str, steps: int, seed: int, loggers):
+    """rl-zoo's tuned Pendulum DDPG: γ 0.98, 200k buffer, learning starts 10k (at most half the run),
+    Gaussian noise σ 0.1 (of the half action range), 1 gradient round per env step, lr 1e-3 for
+    both networks, [400, 300] layers, batch 256, τ 0.005."""
+    from functools import partial
+    from .algos.ddpg import Actor, Critic, DDPGAgent, DDPGLearner, GaussianNoise, check_continuous
+    probe = make_vec_env(env_id)
+    space = check_continuous(probe)
+    state_sz = int(torch.Size(probe.single_observation_space.shape).numel())
+    action_sz = int(torch.Size(space.shape).numel())
+    probe.close()
+    actor, critic = Actor(state_sz, action_sz, 400, 300), Critic(state_sz, action_sz, 400, 300)
+    agent = DDPGAgent(actor, exploration=partial(GaussianNoise, sigma=0.1))
+    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
+    warmup = min(10_000, max(256, steps // 2))
+    learner = DDPGLearner(actor, critic, [dl], logger_bases=loggers, actor_lr=1e-3, critic_lr=1e-3, tau=0.005,
+                          bs=256, max_sz=200_000, warmup=warmup, train_every=1, updates=1, gamma=0.98, batches=1000)
+    rounds = max(1, steps - warmup + 1)
+    return learner, math.ceil(rounds / learner.batches)
+
+
+BUILDERS: Dict[str, Callable] = {"dqn": build_dqn, "ddpg": build_ddpg}
+DEFAULT_ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1"}
+DEFAULT_STEPS = {"dqn": 50_000, "ddpg": 20_000}
 # torch threads per algorithm, from benchmarks/README.md: small MLP updates run fastest on one thread.
 DEFAULT_THREADS = {"dqn": 1}
 
