@@ -93,14 +93,13 @@ def ddpg_conv2d_block(state_sz: Tuple[int, int, int], filters: int = 32, activat
     layers.append(nn.Flatten())
     block = nn.Sequential(*layers)
     block.state_sz = tuple(state_sz)
-    with torch.no_grad():
-        was_training = block.training
-        n_features = block.eval()(torch.zeros(1, *state_sz)).shape[1]
-        block.train(was_training)
-    if n_features < 1:
+    try:
+        with torch.no_grad():
+            n_features = block.eval()(torch.zeros(1, *state_sz)).shape[1]
+    except RuntimeError as error:
         raise ValueError(f"Images of size {tuple(state_sz)} are too small for three {kernel_size}x{kernel_size} "
-                         f"convolutions of stride {stride}; render larger frames or lower stride/kernel_size.")
-    return block, int(n_features)
+                         f"convolutions of stride {stride}; render larger frames or lower stride/kernel_size.") from error
+    return block.train(), int(n_features)
 
 
 def _as_float(state: Tensor) -> Tensor:
