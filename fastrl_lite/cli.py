@@ -1,5 +1,5 @@
 """`fastrl-lite train ALGO`: train on a gymnasium env with tuned defaults and write the run folder
-(metrics.csv, returns.png, model.pt, eval.json)."""
+(metrics.csv, returns.png, model.pt, eval.json, episode.gif)."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Callable, Dict
 
 import torch
+from gymnasium.error import DependencyNotInstalled
 
 from .core import set_seed
 from .envs import GymDataPipe, check_env_id, make_vec_env
-from .loggers import CSVLogger, ProgressBarLogger, plot_returns
+from .loggers import CSVLogger, ProgressBarLogger, plot_returns, record_episode_gif
 
 
 def build_dqn(env_id: str, steps: int, seed: int, loggers):
@@ -105,7 +106,11 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = 0, out=N
               "eval_returns": evaluation["returns"]}
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     print(f"Greedy evaluation over {eval_episodes} episodes: {evaluation['mean']:.1f} ± {evaluation['std']:.1f}")
-    print(f"Run written to {out}/ (metrics.csv, returns.png, model.pt, eval.json, checkpoint.pt)")
+    try:  # the picture needs Pillow and the env's renderer (pygame for classic control: the dev extra)
+        record_episode_gif(learner, env_id, out / "episode.gif", seed=seed)
+    except (ImportError, DependencyNotInstalled, ValueError) as error:
+        print(f"No episode.gif: {error}")
+    print(f"Run written to {out}/ (metrics.csv, returns.png, model.pt, eval.json, episode.gif, checkpoint.pt)")
     return result
 
 

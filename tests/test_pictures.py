@@ -119,3 +119,11 @@ def test_show_gif_embeds_the_file(tmp_path):
     shown = show_gif(path, width=120)
     assert shown.format == "gif" and shown.width == 120
     assert shown.data == path.read_bytes()
+
+
+def test_cli_train_writes_the_episode_gif(tmp_path):
+    from fastrl_lite.cli import train
+    result = train("dqn", steps=1500, out=tmp_path, eval_episodes=1, progress=False)
+    image = Image.open(tmp_path / "episode.gif")
+    assert image.format == "GIF" and image.is_animated and image.size == (150, 100)
+    assert result["env_steps"] == 1500

@@ -77,7 +77,9 @@ def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_ste
     policy, model = _greedy_policy(agent_or_model, env.action_space)
     frames, episode_return, steps = [], 0.0, 0
 
-    def keep(frame: np.ndarray):
+    def keep(frame: Optional[np.ndarray]):
+        if frame is None:
+            raise ValueError(f"{env_id} rendered no rgb_array frame; it cannot be recorded to a GIF.")
         if max_frames is None or len(frames) < max_frames:
             image = Image.fromarray(np.asarray(frame, dtype=np.uint8))
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
