@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 NBS = sorted((Path(__file__).resolve().parent.parent / "nbs").glob("*.ipynb"))
 KERNEL = "fastrl-lite-tests"
@@ -29,16 +30,28 @@ def test_the_notebooks_are_there():
     assert {"00_quickstart.ipynb", "01_pipes.ipynb", "03_experiments.ipynb"} <= {p.name for p in NBS}
 
 
-@pytest.mark.parametrize("path", NBS, ids=lambda p: p.name)
-def test_notebook_runs_top_to_bottom(path, kernel_dir, tmp_path, monkeypatch):
+def execute(nb, workdir, kernel_dir, monkeypatch):
+    """Run `nb` in fast mode in a fresh kernel working in `workdir` (so the GIFs the notebooks write
+    do not land in the repository). A cell that raises makes this raise CellExecutionError with the
+    cell and its traceback."""
     monkeypatch.setenv("FASTRL_LITE_FAST", "1")
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_dir))
-    nb = nbformat.read(path, as_version=4)
-    # the kernel works in tmp_path, so the GIFs the notebooks write do not land in the repository;
-    # a cell that raises makes execute() raise CellExecutionError with the cell and its traceback
-    NotebookClient(nb, timeout=600, kernel_name=KERNEL, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, timeout=600, kernel_name=KERNEL, resources={"metadata": {"path": str(workdir)}}).execute()
+    return nb
+
+
+@pytest.mark.parametrize("path", NBS, ids=lambda p: p.name)
+def test_notebook_runs_top_to_bottom(path, kernel_dir, tmp_path, monkeypatch):
+    nb = execute(nbformat.read(path, as_version=4), tmp_path, kernel_dir, monkeypatch)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+def test_a_raising_cell_fails_the_run(kernel_dir, tmp_path, monkeypatch):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; fast = os.environ['FASTRL_LITE_FAST']"),
+                                         nbformat.v4.new_code_cell("raise ValueError(f'fast mode is {fast}')")])
+    with pytest.raises(CellExecutionError, match="fast mode is 1"):
+        execute(nb, tmp_path, kernel_dir, monkeypatch)
 
 
 @pytest.mark.parametrize("path", NBS, ids=lambda p: p.name)
