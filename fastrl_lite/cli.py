@@ -34,9 +34,9 @@ def build_dqn(env_id: str, steps: int, seed: int, loggers):
 
 
 def build_ddpg(env_id: str, steps: int, seed: int, loggers):
-    """rl-zoo's tuned Pendulum DDPG: γ 0.98, 200k buffer, learning starts 10k (at most half the run),
-    Gaussian noise σ 0.1 (of the half action range), 1 gradient round per env step, lr 1e-3 for
-    both networks, [400, 300] layers, batch 256, τ 0.005."""
+    """rl-zoo's tuned Pendulum DDPG: γ 0.98, 200k buffer, learning starts 10k (at most half the run;
+    uniform random actions until then, as in SB3), Gaussian noise σ 0.1 (of the half action range),
+    1 gradient round per env step, lr 1e-3 for both networks, [400, 300] layers, batch 256, τ 0.005."""
     from functools import partial
     from .algos.ddpg import Actor, Critic, DDPGAgent, DDPGLearner, GaussianNoise, check_continuous
     probe = make_vec_env(env_id)
@@ -45,9 +45,9 @@ def build_ddpg(env_id: str, steps: int, seed: int, loggers):
     action_sz = int(torch.Size(space.shape).numel())
     probe.close()
     actor, critic = Actor(state_sz, action_sz, 400, 300), Critic(state_sz, action_sz, 400, 300)
-    agent = DDPGAgent(actor, exploration=partial(GaussianNoise, sigma=0.1))
-    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
     warmup = min(10_000, max(256, steps // 2))
+    agent = DDPGAgent(actor, exploration=partial(GaussianNoise, sigma=0.1), random_steps=warmup)
+    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
     learner = DDPGLearner(actor, critic, [dl], logger_bases=loggers, actor_lr=1e-3, critic_lr=1e-3, tau=0.005,
                           bs=256, max_sz=200_000, warmup=warmup, train_every=1, updates=1, gamma=0.98, batches=1000)
     rounds = max(1, steps - warmup + 1)

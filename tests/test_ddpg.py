@@ -150,6 +150,21 @@ def test_exploration_comparison_logger():
         list(ExplorationComparisonLogger(GaussianNoise(IterableWrapper(torch.zeros(3, 2)))))
 
 
+def test_random_start_runner_skips_the_actor_then_hands_over():
+    actor = _saturated_actor(1.0)
+    agent = DDPGAgent(actor, exploration=partial(GaussianNoise, sigma=0.0), random_steps=6,
+                      action_space=gym.spaces.Box(-2.0, 2.0, (1,), np.float32))
+    calls = []
+    hook = actor.register_forward_hook(lambda *args: calls.append(1))
+    random_part = agent(SimpleStep(state=torch.zeros(6, 3)))
+    assert calls == [] and random_part.unique().numel() == 6 and random_part.abs().max() <= 2.0
+    assert torch.allclose(agent(SimpleStep(state=torch.zeros(2, 3))), torch.full((2, 1), 2.0))
+    assert calls == [1]
+    hook.remove()
+    runner = ddpg.find_pipe(agent, ddpg.RandomStartRunner)
+    assert runner.get_state()["steps"] == 6
+
+
 def test_action_clip_and_unbatcher():
     assert torch.equal(next(iter(ActionClip(IterableWrapper([torch.tensor([-3.0, 0.5, 3.0])])))),
                        torch.tensor([-1.0, 0.5, 1.0]))

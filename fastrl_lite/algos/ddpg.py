@@ -5,6 +5,7 @@ Algorithm 1, read top to bottom:
   1. initialise the critic Q(s, a|θ^Q) and the actor μ(s|θ^μ)               Critic, Actor (+ initialisers)
   2. initialise the targets Q' ← Q, μ' ← μ and the replay buffer R           SoftTargetUpdater, ExperienceReplay
   3. act with a_t = μ(s_t) + N_t, N a random process, store (s, a, r, s')    OrnsteinUhlenbeck / GaussianNoise, DDPGAgent
+     (optionally uniform random actions for the first steps)                 RandomStartRunner
   4. sample N transitions from R;  y_i = r_i + γ^k (1 - terminated) Q'(s'_i, μ'(s'_i))
      and minimise L = 1/N Σ (y_i - Q(s_i, a_i))²                             CriticLossProcessor
   5. update the actor along ∇_a Q(s, a)|_{a=μ(s)} ∇_θ μ(s): minimise -Q(s, μ(s))   ActorLossProcessor
@@ -32,7 +33,7 @@ from ..pipes import Pipe, find_pipe, find_pipes, pipe_to_device
 
 __all__ = ["init_xavier_uniform_weights", "init_uniform_weights", "init_kaiming_normal_weights", "ddpg_conv2d_block",
            "Critic", "Actor", "pipe_to_device", "OrnsteinUhlenbeck", "GaussianNoise",
-           "ExplorationComparisonLogger", "ActionClip", "ActionUnbatcher", "DDPGAgent", "check_continuous",
+           "ExplorationComparisonLogger", "ActionClip", "ActionUnbatcher", "RandomStartRunner", "DDPGAgent", "check_continuous",
            "attach_action_bounds", "BasicOptStepper", "LossCollector", "SoftTargetUpdater", "get_target_model",
            "CriticLossProcessor", "ActorLossProcessor", "DDPGLearner"]
 
@@ -342,21 +343,54 @@ def attach_action_bounds(agent: AgentHead, action_space: gym.spaces.Box) -> Agen
     return agent
 
 
+class RandomStartRunner(SimpleModelRunner):
+    """Runs the actor, except for the first `random_steps` env steps while it trains: then it returns
+    uniform random actions in [-1, 1] without running the network, so the replay starts out covering
+    the whole action space instead of the untrained actor's near-zero outputs (SB3's and rl-zoo's
+    `learning_starts`, the `start_timesteps` of Fujimoto et al.'s TD3)."""
+
+    def __init__(self, source, model: nn.Module, random_steps: int = 0, action_sz: Optional[int] = None):
+        super().__init__(source, model)
+        action_sz = action_sz if action_sz is not None else getattr(model, "action_sz", None)
+        if random_steps < 0 or (random_steps > 0 and action_sz is None):
+            raise ValueError(f"random_steps must be >= 0 and needs the action size (model.action_sz or action_sz=); "
+                             f"got random_steps={random_steps}, action_sz={action_sz}.")
+        self.random_steps, self.action_sz = random_steps, action_sz
+        self.steps = 0
+
+    def next(self) -> Tensor:
+        if self.steps >= self.random_steps or not self.model.training:
+            return super().next()
+        n = next(self.source).shape[0]
+        self.steps += n
+        return torch.rand(n, self.action_sz, device=next(self.model.parameters()).device) * 2 - 1
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state:
+            self.steps = initial_state["steps"]
+
+    def get_state(self):
+        return {**super().get_state(), "steps": self.steps}
+
+
 def DDPGAgent(model: Actor, logger_bases=None, min_epsilon: float = 0.2, max_epsilon: float = 1.0,
               max_steps: int = 100, dp_augmentation_fns: Optional[Sequence[Callable]] = None,
-              action_space: Optional[gym.spaces.Box] = None, exploration: Optional[Callable] = None) -> AgentHead:
+              action_space: Optional[gym.spaces.Box] = None, exploration: Optional[Callable] = None,
+              random_steps: int = 0) -> AgentHead:
     """Produces continuous action outputs: μ(s), plus exploration noise while `model` trains, clipped
     to [-1, 1] and scaled onto the env's action bounds.
 
     The bounds come from `action_space` when given; otherwise they are [-1, 1] until `DDPGLearner`
     attaches the bounds of its env (`attach_action_bounds`). `exploration` builds the noise stage from
     its source (default: `OrnsteinUhlenbeck` with this ε schedule; e.g.
-    `partial(GaussianNoise, sigma=0.1)`). Each of `dp_augmentation_fns` receives the agent pipeline
+    `partial(GaussianNoise, sigma=0.1)`). For the first `random_steps` env steps the actor is replaced
+    by uniform random actions (`RandomStartRunner`), the noise still added. Each of `dp_augmentation_fns` receives the agent pipeline
     before its head and returns the pipeline to use. `logger_bases` is accepted for fastrl
     compatibility: records go to the learner that runs the agent."""
     pipe = AgentBase(model)
     pipe = StepFieldSelector(pipe, field="state")
-    pipe = SimpleModelRunner(pipe, model)
+    pipe = RandomStartRunner(pipe, model, random_steps=random_steps) if random_steps else SimpleModelRunner(pipe, model)
     if exploration is None:
         pipe = OrnsteinUhlenbeck(pipe, action_sz=getattr(model, "action_sz", None), min_epsilon=min_epsilon,
                                  max_epsilon=max_epsilon, max_steps=max_steps)
