@@ -50,8 +50,12 @@ def make_vec_env(env_ids: Union[str, Sequence[str]], num_envs: int = 1, async_en
         return make
 
     fns = [env_fn(env_id) for env_id in env_ids for _ in range(num_envs)]
-    vector_cls = gym.vector.AsyncVectorEnv if async_envs else gym.vector.SyncVectorEnv
-    return vector_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    if async_envs:
+        # forkserver: workers start from a clean process, not a fork of this one, so they inherit
+        # neither torch's thread pools nor signal handlers (SDL's, after rendering, swallow SIGTERM
+        # and would make closing the env hang)
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver")
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 class GymStepper(Pipe):
@@ -91,52 +95,58 @@ class GymStepper(Pipe):
             self.env.action_space.seed(seed)
         self._obs = self._as_tensor(obs)
         self._env_id = torch.arange(self.num_envs)
-        self._episode_n = torch.zeros(self.num_envs, dtype=torch.long)
-        self._step_n = torch.zeros(self.num_envs, dtype=torch.long)
+        # per-env bookkeeping stays in NumPy: a NumPy op on a few numbers costs a fraction of a torch op
+        self._episode_n = np.zeros(self.num_envs, dtype=np.int64)
+        self._step_n = np.zeros(self.num_envs, dtype=np.int64)
         self._returns = np.zeros(self.num_envs)
 
     @staticmethod
-    def _as_tensor(obs: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.asarray(obs))
-        return t.float() if t.is_floating_point() or t.dtype in (torch.int32, torch.int64) else t
+    def _as_tensor(obs) -> torch.Tensor:
+        "Observations as float32 tensors, sharing memory where they already are; uint8 frames stay uint8."
+        obs = np.asarray(obs)
+        if obs.dtype != np.uint8:
+            obs = obs.astype(np.float32, copy=False)
+        return torch.from_numpy(obs)
 
     def _actions(self):
         if self.agent is None:
-            return torch.as_tensor(self.env.action_space.sample())
+            return torch.from_numpy(np.asarray(self.env.action_space.sample()))
         return self.agent(SimpleStep(state=self._obs)).cpu()
 
     def next(self) -> SimpleStep:
         if self.n is not None and self.env_steps >= self.n:
             raise StopIteration
-        state = self._obs
         action = self._actions()
         obs, reward, terminated, truncated, info = self.env.step(action.numpy())
         done = terminated | truncated
-        next_obs = self._as_tensor(obs)
-        if self.check_finite and next_obs.is_floating_point() and not bool(torch.isfinite(next_obs).all()):
+        any_done = done.any()
+        if self.check_finite and obs.dtype.kind == "f" and not np.isfinite(obs).all():
+            bad = np.flatnonzero(~np.isfinite(obs).reshape(len(obs), -1).all(1)).tolist()
             raise FloatingPointError(f"GymStepper: the env returned a NaN/inf observation at env step {self.env_steps} "
-                                     "(envs " + str(np.flatnonzero(~np.isfinite(obs).reshape(len(obs), -1).all(1)).tolist())
-                                     + "). Fix or wrap the env; GymStepper(check_finite=False) turns this check off.")
+                                     f"(envs {bad}). Fix or wrap the env; GymStepper(check_finite=False) turns "
+                                     "this check off.")
+        next_obs = self._as_tensor(obs)
         next_state = next_obs
-        if done.any():
-            next_state = next_obs.clone()
+        if any_done:  # SAME_STEP autoreset: obs already holds the reset observations of finished envs
             idx = np.flatnonzero(done)
-            next_state[idx] = self._as_tensor(np.stack(info["final_obs"][idx]))
+            final = np.array(obs)
+            final[idx] = np.stack(info["final_obs"][idx])
+            next_state = self._as_tensor(final)
         self._step_n += 1
         step = SimpleStep(
-            state=state, action=action, reward=torch.from_numpy(reward.astype(np.float32)),
+            state=self._obs, action=action, reward=torch.from_numpy(reward.astype(np.float32)),
             next_state=next_state, terminated=torch.from_numpy(terminated), truncated=torch.from_numpy(truncated),
-            env_id=self._env_id, episode_n=self._episode_n.clone(), step_n=self._step_n.clone())
+            env_id=self._env_id, episode_n=torch.from_numpy(self._episode_n.copy()),
+            step_n=torch.from_numpy(self._step_n.copy()))
         if self.include_images:
             step.image = torch.from_numpy(np.stack(self.env.render()))
         self._returns += reward
-        if done.any():
+        if any_done:
             for ret in self._returns[done]:
                 self.record("episode_return", (self.env_steps + self.num_envs, float(ret)))
             self._returns[done] = 0
-            done_t = torch.from_numpy(done)
-            self._episode_n += done_t
-            self._step_n[done_t] = 0
+            self._episode_n += done
+            self._step_n[done] = 0
             self.episodes += int(done.sum())
         self._obs = next_obs
         self.env_steps += self.num_envs
@@ -149,7 +159,7 @@ class GymStepper(Pipe):
         if self._obs is None:
             self._start()
         state = {"env_steps": self.env_steps, "episodes": self.episodes, "obs": self._obs,
-                 "episode_n": self._episode_n, "step_n": self._step_n, "returns": self._returns.copy(),
+                 "episode_n": self._episode_n.copy(), "step_n": self._step_n.copy(), "returns": self._returns.copy(),
                  "agent": self.agent.state_dict() if hasattr(self.agent, "state_dict") else None, "envs": None}
         if isinstance(self.env, gym.vector.SyncVectorEnv):
             try:
@@ -166,12 +176,12 @@ class GymStepper(Pipe):
             self.env.envs, self.env.action_space = pickle.loads(state["envs"])
             self._obs, self._returns = state["obs"], state["returns"].copy()
             self._env_id = torch.arange(self.num_envs)
-            self._episode_n, self._step_n = state["episode_n"].clone(), state["step_n"].clone()
+            self._episode_n, self._step_n = state["episode_n"].copy(), state["step_n"].copy()
             return
         warnings.warn(f"{type(self.env).__name__} could not be saved with the checkpoint, so its episodes restart "
                       "from a reset; counters, replay and models are restored exactly.", RuntimeWarning)
         self._start()
-        self._episode_n = state["episode_n"].clone()
+        self._episode_n = state["episode_n"].copy()
 
     def to(self, device):
         "Env steps stay on the CPU; the replay buffer moves them to its device when it stores them."
