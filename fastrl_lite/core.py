@@ -84,7 +84,7 @@ class _TensorSeries:
     def append(self, value: Tensor):
         if self.n == self.data.numel():
             self.data = torch.cat([self.data, torch.empty_like(self.data)])
-        self.data[self.n] = value.detach().reshape(())
+        self.data.select(0, self.n).copy_(value.detach().reshape(()))
         self.n += 1
 
     def values(self) -> Tensor:

@@ -7,28 +7,26 @@ from typing import Callable, Optional, Sequence, Tuple, Type
 import torch
 from torch import nn
 
-from ..core import TrainBatch
+from ..core import Records, TrainBatch
 from ..pipes import Pipe, find_pipes
 
 __all__ = ["LossCollector", "BasicOptStepper", "TargetModelUpdater", "SoftTargetUpdater", "get_target_model"]
 
 
 class LossCollector(Pipe):
-    """Sends every loss of each round to the record bus (as detached tensors, reduced at epoch end)
-    and keeps its own history so `show()` can plot it when the stage is used outside a learner.
+    """Sends every loss of each round to the record bus as a detached tensor (reduced at epoch end).
+    Used on its own, outside a learner, it keeps the history itself so `show()` can plot it.
     `main_buffers` is accepted for fastrl compatibility and unused."""
 
     def __init__(self, source, main_buffers=None):
         super().__init__(source)
-        from ..core import Records
         self.history = Records()
 
     def next(self) -> TrainBatch:
         batch = next(self.source)
+        records = self.records if self.records is not None else self.history
         for name, loss in batch.losses.items():
-            loss = loss.detach()
-            self.record(f"{name}_loss", loss)
-            self.history.add(name, loss)
+            records.add(f"{name}_loss", loss.detach())
         return batch
 
     def show(self, title: str = "Losses", ax=None):
@@ -36,8 +34,10 @@ class LossCollector(Pipe):
         import matplotlib.pyplot as plt
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 3.5))
-        for name in self.history.names():
-            ax.plot(self.history.values(name).cpu().numpy(), label=name)
+        records = self.records if self.records is not None else self.history
+        for name in records.series:
+            if name.endswith("_loss"):
+                ax.plot(records.values(name).cpu().numpy(), label=name[:-len("_loss")])
         ax.set(title=title, xlabel="gradient round", ylabel="loss")
         ax.legend()
         return ax

@@ -1,3 +1,3 @@
-from .replay import ExperienceReplay, StepBatcher
+from .replay import ExperienceReplay, StepBatcher, LEARNING_FIELDS
 
-__all__ = ["ExperienceReplay", "StepBatcher"]
+__all__ = ["ExperienceReplay", "StepBatcher", "LEARNING_FIELDS"]

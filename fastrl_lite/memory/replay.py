@@ -1,7 +1,7 @@
 """Experience replay as a pipe stage: env steps in, one sampled batch per gradient round out."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -9,7 +9,11 @@ from torch import Tensor
 from ..core import SimpleStep, TrainBatch
 from ..pipes import Pipe, find_pipe
 
-__all__ = ["ExperienceReplay", "StepBatcher"]
+__all__ = ["ExperienceReplay", "StepBatcher", "LEARNING_FIELDS"]
+
+# What the loss stages read; counters such as env_id or step_n and rendered frames are not stored
+# unless asked for, since each stored field costs a copy per env step and a gather per batch.
+LEARNING_FIELDS = ("state", "action", "reward", "next_state", "terminated", "truncated", "nsteps")
 
 
 def _as_step(item: Union[SimpleStep, List[SimpleStep]]) -> SimpleStep:
@@ -31,10 +35,12 @@ class ExperienceReplay(Pipe):
     yields `updates` batches, and so on. Env steps are read from the `GymStepper` upstream when
     there is one (so n-step merging or skipping does not change the count), else counted as the
     transitions added. Storage is allocated on the first add, from that step's shapes and dtypes.
+    `fields` names the `SimpleStep` fields kept (those present in the steps); `None` keeps all.
     """
 
     def __init__(self, source, bs: int = 64, max_sz: int = 10_000, warmup: int = 0, train_every: int = 1,
-                 updates: int = 1, device: Optional[Union[str, torch.device]] = None):
+                 updates: int = 1, device: Optional[Union[str, torch.device]] = None,
+                 fields: Optional[Sequence[str]] = LEARNING_FIELDS):
         super().__init__(source)
         if bs < 1 or max_sz < 1:
             raise ValueError(f"bs ({bs}) and max_sz ({max_sz}) must be >= 1.")
@@ -49,6 +55,7 @@ class ExperienceReplay(Pipe):
         self.bs, self.max_sz, self.warmup = bs, max_sz, warmup
         self.train_every, self.updates = train_every, updates
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.fields = tuple(fields) if fields is not None else None
         self.storage: Dict[str, Tensor] = {}
         self.size = 0
         self.pointer = 0
@@ -59,21 +66,27 @@ class ExperienceReplay(Pipe):
     def __len__(self) -> int:
         return self.size
 
+    def _kept(self, step: SimpleStep) -> Dict[str, Tensor]:
+        fields = step.fields()
+        if self.fields is None:
+            return fields
+        return {k: v for k, v in fields.items() if k in self.fields}
+
     def _allocate(self, step: SimpleStep):
         self.storage = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
-                        for k, v in step.fields().items()}
+                        for k, v in self._kept(step).items()}
 
     def add(self, step: SimpleStep):
         "Store a batch of transitions, overwriting the oldest once full: O(batch) tensor copies."
         if not self.storage:
             self._allocate(step)
-        fields = step.fields()
+        fields = self._kept(step)
         if fields.keys() != self.storage.keys():
             raise ValueError(f"Steps changed fields: replay holds {sorted(self.storage)}, got {sorted(fields)}.")
         n = arrived = len(step)
         if n > self.max_sz:  # only the newest max_sz can survive; the env steps still all count
             step, n = step[n - self.max_sz:], self.max_sz
-            fields = step.fields()
+            fields = self._kept(step)
         first = min(n, self.max_sz - self.pointer)
         for k, value in fields.items():
             dest = self.storage[k]
