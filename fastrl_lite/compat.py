@@ -135,6 +135,8 @@ class FrameRecorder(Pipe):
         from matplotlib import animation
         from matplotlib.figure import Figure
         frames = self.recorded().numpy()
+        if not len(frames):
+            raise ValueError("No frames recorded yet: iterate the pipe first.")
         fig = Figure(figsize=(4, 4))
         ax = fig.subplots()
         ax.axis("off")

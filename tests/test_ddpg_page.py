@@ -221,3 +221,14 @@ def test_ddpg_learner_cell():
     test_eq(frames.dtype, torch.uint8)
     test_eq(frames.shape[-1], 3)
     assert len(frames) == 20
+
+
+def test_frame_recorder_gif_and_animation(tmp_path):
+    recorder = VSCodeTransformBlock(max_frames=5)(
+        GymTransformBlock(agent=None, n=8, seed=0, include_images=True)(['Pendulum-v1']))
+    list(recorder)
+    test_eq(recorder.count, 8)
+    frames = recorder.recorded()
+    test_eq(len(frames), 5)
+    assert recorder.save_gif(tmp_path / "pendulum.gif").stat().st_size > 0
+    assert "<script" in recorder.show().data
