@@ -67,10 +67,9 @@ class ExperienceReplay(Pipe):
         return self.size
 
     def _kept(self, step: SimpleStep) -> Dict[str, Tensor]:
-        fields = step.fields()
         if self.fields is None:
-            return fields
-        return {k: v for k, v in fields.items() if k in self.fields}
+            return step.fields()
+        return {k: v for k in self.fields if (v := getattr(step, k, None)) is not None}
 
     def _allocate(self, step: SimpleStep):
         self.storage = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
@@ -83,18 +82,21 @@ class ExperienceReplay(Pipe):
         fields = self._kept(step)
         if fields.keys() != self.storage.keys():
             raise ValueError(f"Steps changed fields: replay holds {sorted(self.storage)}, got {sorted(fields)}.")
-        n = arrived = len(step)
+        n = arrived = next(iter(fields.values())).shape[0] if fields else len(step)
         if n > self.max_sz:  # only the newest max_sz can survive; the env steps still all count
             step, n = step[n - self.max_sz:], self.max_sz
             fields = self._kept(step)
-        first = min(n, self.max_sz - self.pointer)
+        start = self.pointer
+        first = min(n, self.max_sz - start)
         for k, value in fields.items():
             dest = self.storage[k]
             if value.shape[1:] != dest.shape[1:]:
                 raise ValueError(f"Field {k!r} has shape {tuple(value.shape[1:])} per transition, "
                                  f"the replay stores {tuple(dest.shape[1:])}.")
-            dest[self.pointer:self.pointer + first].copy_(value[:first], non_blocking=True)
-            if first < n:
+            if first == n:  # the common case: no wrap-around, so the value is copied without slicing it
+                dest[start:start + n].copy_(value, non_blocking=True)
+            else:
+                dest[start:start + first].copy_(value[:first], non_blocking=True)
                 dest[:n - first].copy_(value[first:], non_blocking=True)
         self.pointer = (self.pointer + n) % self.max_sz
         self.size = min(self.size + n, self.max_sz)
