@@ -154,7 +154,7 @@ def test_critic_loss_cell():
     list(pipe)
     pipe_loss.show(title='Critic Loss over N-Steps')
 
-    losses = pipe_loss.history.values("critic")
+    losses = pipe_loss.history.values("critic_loss")
     test_eq(len(losses), 16)
     assert torch.isfinite(losses).all()
     assert losses[-4:].mean() < losses[:4].mean()
@@ -176,7 +176,7 @@ def test_actor_loss_cell():
     list(pipe)
     pipe_loss.show()
 
-    test_eq(len(pipe_loss.history.values("actor")), 100)
+    test_eq(len(pipe_loss.history.values("actor_loss")), 100)
     assert all(p.grad is None for p in critic.parameters())
 
 
