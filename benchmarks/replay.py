@@ -123,11 +123,11 @@ def run_torchrl(capacity, chunk, n_single, n_batch, n_sample, seed):
                            "next": TensorDict({"observation": d["next_state"][sl],
                                                "reward": d["reward"][sl].unsqueeze(-1),
                                                "terminated": d["terminated"][sl].unsqueeze(-1),
-                                               "truncated": d["truncated"][sl].unsqueeze(-1)}, batch_size=[n])},
-                          batch_size=[n])
-    full = td(slice(0, chunk), chunk)
+                                               "truncated": d["truncated"][sl].unsqueeze(-1)}, batch_size=n)},
+                          batch_size=n)
+    full = td(slice(0, chunk), [chunk])
     singles = [td(j, []) for j in range(1000)]
-    batches = [td(slice(j, j + 64), 64).clone() for j in range(0, 64 * 16, 64)]
+    batches = [td(slice(j, j + 64), [64]).clone() for j in range(0, 64 * 16, 64)]
     rss0 = rss_bytes()
     rb = ReplayBuffer(storage=LazyTensorStorage(capacity), batch_size=256)
     for _ in range(capacity // chunk):
