@@ -1,5 +1,5 @@
-"""A small DQN run used by the checkpoint tests in fresh processes:
-`python resume_job.py MODE CHECKPOINT OUT [SEED]` with MODE `straight` (fit 2, save, fit 2) or
+"""Small DQN and DDPG runs used by the checkpoint tests in fresh processes:
+`python resume_job.py MODE CHECKPOINT OUT [SEED] [ALGO]` with MODE `straight` (fit 2, save, fit 2) or
 `resumed` (load, fit 2). OUT receives the losses and returns of the last two epochs."""
 import sys
 
@@ -20,17 +20,28 @@ def build(seed=0, env_id="CartPole-v1", hidden=(32, 32), **kwargs):
     return DQNLearner(model, [dl], **settings)
 
 
+def build_ddpg(seed=0):
+    "DDPG on Pendulum with Ornstein-Uhlenbeck noise, soft targets and n-step returns: every kind of state."
+    from fastrl_lite.algos.ddpg import Actor, Critic, DDPGAgent, DDPGLearner
+    set_seed(seed)
+    actor, critic = Actor(3, 1, hidden1=32, hidden2=32), Critic(3, 1, hidden1=32, hidden2=32)
+    agent = DDPGAgent(actor, min_epsilon=0.1, max_steps=2000)
+    dl = GymDataPipe(["Pendulum-v1"], agent=agent, seed=seed, nsteps=2, firstlast=True)
+    return DDPGLearner(actor, critic, [dl], bs=32, max_sz=1000, warmup=64, batches=40, nsteps=2, tau=0.01)
+
+
 def tail(learner, start):
     returns = [r for _, r in learner.records.values("episode_return")]
-    return {"losses": learner.records.values("q_loss")[start:].clone(), "returns": returns,
-            "env_steps": learner.env_steps, "batch": learner.batch}
+    losses = torch.cat([learner.records.values(name)[start:].clone() for name in sorted(learner.records.series)
+                        if name.endswith("_loss")])
+    return {"losses": losses, "returns": returns, "env_steps": learner.env_steps, "batch": learner.batch}
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode, checkpoint, out = sys.argv[1:4]
     seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-    learner = build(seed)
+    learner = build_ddpg(seed) if sys.argv[5:] == ["ddpg"] else build(seed)
     if mode == "straight":
         learner.fit(2)
         learner.save(checkpoint)

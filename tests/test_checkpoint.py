@@ -35,6 +35,17 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path):
     assert straight["env_steps"] == resumed["env_steps"] and straight["batch"] == resumed["batch"] == 240
 
 
+def test_ddpg_resume_in_a_new_process_is_bit_exact(tmp_path):
+    "Ornstein-Uhlenbeck noise, two soft targets, two optimizers and n-step windows all carry over."
+    checkpoint = tmp_path / "ckpt.pt"
+    run_job("straight", checkpoint, tmp_path / "straight.pt", 0, "ddpg")
+    run_job("resumed", checkpoint, tmp_path / "resumed.pt", 0, "ddpg")
+    straight, resumed = torch.load(tmp_path / "straight.pt"), torch.load(tmp_path / "resumed.pt")
+    assert len(straight["losses"]) == 2 * 80
+    assert torch.equal(straight["losses"], resumed["losses"])
+    assert straight["returns"] == resumed["returns"] and straight["env_steps"] == resumed["env_steps"]
+
+
 def test_same_seed_same_results_across_processes_and_seeds_differ(tmp_path):
     for name, seed in (("a", 4), ("b", 4), ("c", 5)):
         run_job("straight", tmp_path / f"{name}.ckpt", tmp_path / f"{name}.pt", seed)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..core import SimpleStep
 from ..pipes import Pipe, find_pipe
 
-__all__ = ["AgentBase", "AgentHead", "StepFieldSelector", "SimpleModelRunner", "ArgMaxFeed",
+__all__ = ["AgentBase", "AgentHead", "StepFieldSelector", "SimpleModelRunner", "ArgMaxFeed", "EpsilonSchedule",
            "DiscreteEpsilonRandomSelect", "ActionClip", "ActionUnbatcher", "ActionScaler", "is_exploring"]
 
 
@@ -80,18 +80,17 @@ class ArgMaxFeed(Pipe):
         return next(self.source).argmax(dim=-1)
 
 
-class DiscreteEpsilonRandomSelect(Pipe):
-    """ε-greedy on Q-values: with probability ε a uniformly random action, else the argmax.
-
-    ε falls linearly from `max_epsilon` to `min_epsilon` over `max_steps` **env steps** (each row of
-    the batch is one env step), and only while training unless `decrement_on_val`.
-    """
+class EpsilonSchedule(Pipe):
+    """The base of exploration stages: ε falls linearly from `max_epsilon` to `min_epsilon` over
+    `max_steps` **env steps** (each row of a batch is one env step), counted only while the agent's
+    model trains unless `decrement_on_val`. While the model is in eval mode a subclass should act
+    greedily unless `explore_on_val`."""
 
     def __init__(self, source, min_epsilon: float = 0.2, max_epsilon: float = 1.0, max_steps: int = 100,
                  decrement_on_val: bool = False, explore_on_val: bool = False):
         super().__init__(source)
-        if not 0 <= min_epsilon <= max_epsilon <= 1:
-            raise ValueError(f"Need 0 <= min_epsilon ({min_epsilon}) <= max_epsilon ({max_epsilon}) <= 1.")
+        if not 0 <= min_epsilon <= max_epsilon:
+            raise ValueError(f"Need 0 <= min_epsilon ({min_epsilon}) <= max_epsilon ({max_epsilon}).")
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 env step, got {max_steps}.")
         self.min_epsilon, self.max_epsilon, self.max_steps = min_epsilon, max_epsilon, max_steps
@@ -104,6 +103,16 @@ class DiscreteEpsilonRandomSelect(Pipe):
             return self.min_epsilon
         return self.max_epsilon - (self.max_epsilon - self.min_epsilon) * self.steps / self.max_steps
 
+    def advance(self, env_steps: int) -> Optional[float]:
+        """Count `env_steps` on the schedule; returns the ε to explore with, or None to act greedily."""
+        training = is_exploring(self)
+        epsilon = self.epsilon if training or self.explore_on_val else None
+        if training or self.decrement_on_val:
+            self.steps += env_steps
+        if epsilon is not None:
+            self.record("epsilon", epsilon)
+        return epsilon
+
     def reset(self, initial_state=None):
         super().reset(initial_state)
         if initial_state:
@@ -112,16 +121,22 @@ class DiscreteEpsilonRandomSelect(Pipe):
     def get_state(self):
         return {**super().get_state(), "steps": self.steps}
 
+
+class DiscreteEpsilonRandomSelect(EpsilonSchedule):
+    "ε-greedy on Q-values: with probability ε a uniformly random action, else the argmax."
+
+    def __init__(self, source, min_epsilon: float = 0.2, max_epsilon: float = 1.0, max_steps: int = 100,
+                 decrement_on_val: bool = False, explore_on_val: bool = False):
+        if max_epsilon > 1:
+            raise ValueError(f"ε is a probability: need max_epsilon <= 1, got {max_epsilon}.")
+        super().__init__(source, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val)
+
     def next(self) -> Tensor:
         q = next(self.source)
         greedy = q.argmax(dim=-1)
-        training = is_exploring(self)
-        if training or self.decrement_on_val:
-            self.steps += greedy.shape[0]
-        if not (training or self.explore_on_val):
+        epsilon = self.advance(greedy.shape[0])
+        if epsilon is None:
             return greedy
-        epsilon = self.epsilon
-        self.record("epsilon", epsilon)
         explore = torch.rand(greedy.shape, device=q.device) < epsilon
         random_actions = torch.randint(q.shape[-1], greedy.shape, device=q.device)
         return torch.where(explore, random_actions, greedy)

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..agents import (ActionClip, ActionScaler, ActionUnbatcher, AgentBase, AgentHead, SimpleModelRunner,
-                      StepFieldSelector, is_exploring)
+from ..agents import (ActionClip, ActionScaler, ActionUnbatcher, AgentBase, AgentHead, EpsilonSchedule,
+                      SimpleModelRunner, StepFieldSelector)
 from ..core import TrainBatch
 from ..learner import (BasicOptStepper, Learner, LossCollector, SoftTargetUpdater, TargetModelUpdater,
-                       get_target_model)
+                       bootstrap_discount, get_target_model)
 from ..memory import ExperienceReplay
 from ..pipes import Pipe, find_pipe, find_pipes, pipe_to_device
 
@@ -171,53 +171,27 @@ class Actor(nn.Module):
 
 # 3. Exploration: a_t = μ(s_t) + ε N_t ------------------------------------------------------------
 
-class _EpsilonNoise(Pipe):
+class _EpsilonNoise(EpsilonSchedule):
     """Adds ε-scaled noise to the actions from its source: a = μ(s) + ε N, N drawn by the subclass's
-    `noise(action)`.
-
-    ε falls linearly from `max_epsilon` to `min_epsilon` over `max_steps` env steps (each row of a
-    batch of actions is one env step). While the agent's model is in eval mode the actions pass
-    through untouched and ε holds, unless `explore_on_val` / `decrement_on_val`. With
-    `ret_original` it yields (noisy action, original action) pairs, for `ExplorationComparisonLogger`."""
+    `noise(action)`, with ε on the schedule of `EpsilonSchedule`. While the agent's model is in eval
+    mode the actions pass through untouched and ε holds, unless `explore_on_val` / `decrement_on_val`.
+    With `ret_original` it yields (noisy action, original action) pairs, for
+    `ExplorationComparisonLogger`."""
 
     def __init__(self, source, action_sz: Optional[int] = None, min_epsilon: float = 0.2, max_epsilon: float = 1.0,
                  max_steps: int = 100, decrement_on_val: bool = False, explore_on_val: bool = False,
                  ret_original: bool = False):
-        super().__init__(source)
-        if not 0 <= min_epsilon <= max_epsilon:
-            raise ValueError(f"Need 0 <= min_epsilon ({min_epsilon}) <= max_epsilon ({max_epsilon}).")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 env step, got {max_steps}.")
-        self.action_sz, self.min_epsilon, self.max_epsilon, self.max_steps = action_sz, min_epsilon, max_epsilon, max_steps
-        self.decrement_on_val, self.explore_on_val, self.ret_original = decrement_on_val, explore_on_val, ret_original
-        self.steps = 0
-
-    @property
-    def epsilon(self) -> float:
-        return self.max_epsilon - (self.max_epsilon - self.min_epsilon) * min(1.0, self.steps / self.max_steps)
+        super().__init__(source, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val)
+        self.action_sz, self.ret_original = action_sz, ret_original
 
     def next(self):
         action = next(self.source)
         if self.action_sz is not None and action.shape[-1] != self.action_sz:
             raise ValueError(f"{type(self).__name__}(action_sz={self.action_sz}) got actions of size "
                              f"{action.shape[-1]}; make action_sz match the actor's output.")
-        training = is_exploring(self)
-        explored = action
-        if training or self.explore_on_val:
-            epsilon = self.epsilon
-            self.record("epsilon", epsilon)
-            explored = action + epsilon * self.noise(action)
-        if training or self.decrement_on_val:
-            self.steps += action.shape[0] if action.dim() > 1 else 1
+        epsilon = self.advance(action.shape[0] if action.dim() > 1 else 1)
+        explored = action if epsilon is None else action + epsilon * self.noise(action)
         return (explored, action) if self.ret_original else explored
-
-    def reset(self, initial_state=None):
-        super().reset(initial_state)
-        if initial_state:
-            self.steps = initial_state["steps"]
-
-    def get_state(self):
-        return {**super().get_state(), "steps": self.steps}
 
 
 class OrnsteinUhlenbeck(_EpsilonNoise):
@@ -244,6 +218,15 @@ class OrnsteinUhlenbeck(_EpsilonNoise):
             self.x = torch.full_like(action, self.mu)
         self.x += self.theta * (self.mu - self.x) * self.dt + self.sigma * self.dt ** 0.5 * torch.randn_like(action)
         return self.x
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state:
+            self.x = initial_state["x"]
+
+    def get_state(self):
+        "The process value x is part of the state: resuming continues the same correlated noise."
+        return {**super().get_state(), "x": self.x}
 
 
 class GaussianNoise(_EpsilonNoise):
@@ -422,13 +405,6 @@ def _target_of(model: nn.Module, pipe, given: Optional[nn.Module], stage: str) -
     return model
 
 
-def _bootstrap_discount(batch: TrainBatch, gamma: float) -> Tensor:
-    "γ^k for k-step transitions, zero where the episode terminated (a time-limit truncation still bootstraps)."
-    step = batch.step
-    discount = gamma ** step.nsteps.to(step.reward.dtype) if step.nsteps is not None else torch.full_like(step.reward, gamma)
-    return discount * (~step.terminated).to(step.reward.dtype)
-
-
 class CriticLossProcessor(Pipe):
     """losses['critic'] = loss(Q(s, a), y) with y = r + γ^k (1 - terminated) Q'(s', μ'(s')).
 
@@ -450,7 +426,7 @@ class CriticLossProcessor(Pipe):
         step = batch.step
         with torch.no_grad():
             next_q = self.t_critic(step.next_state, self.t_actor(step.next_state)).squeeze(-1)
-            batch.targets = step.reward + _bootstrap_discount(batch, self.gamma) * next_q
+            batch.targets = step.reward + bootstrap_discount(batch.step, self.gamma) * next_q
         q = self.critic(step.state, step.action.reshape(len(step), -1).to(step.reward.dtype)).squeeze(-1)
         batch.losses["critic"] = self.loss(q, batch.targets)
         return batch
@@ -572,4 +548,4 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
         pipe = fn(pipe)
     pipe_to_device(pipe, device, debug=debug)
     return Learner({"actor": actor, "critic": critic}, pipe, dls=dls, batches=batches or 1000,
-                   logger_bases=logger_bases)
+                   logger_bases=logger_bases, name="DDPG")

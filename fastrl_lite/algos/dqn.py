@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from ..agents import AgentBase, AgentHead, DiscreteEpsilonRandomSelect, SimpleModelRunner, StepFieldSelector
 from ..core import TrainBatch
-from ..learner import BasicOptStepper, Learner, LossCollector, TargetModelUpdater, get_target_model
+from ..learner import (BasicOptStepper, Learner, LossCollector, TargetModelUpdater, bootstrap_discount,
+                       get_target_model)
 from ..memory import ExperienceReplay
 from ..pipes import Pipe, find_pipe, pipe_to_device
 
@@ -60,13 +61,6 @@ class DQN(nn.Module):
         return self.head(self.body(state))
 
 
-def _bootstrap_discount(batch: TrainBatch, gamma: float) -> Tensor:
-    "γ^k for k-step transitions, zero where the episode terminated (but not where it was truncated)."
-    step = batch.step
-    discount = gamma ** step.nsteps.to(step.reward.dtype) if step.nsteps is not None else torch.full_like(step.reward, gamma)
-    return discount * (~step.terminated).to(step.reward.dtype)
-
-
 class QTarget(Pipe):
     """TD targets y = r + γ^k (1 - terminated) max_a' Q'(s', a') from `target_model`. Pass the online
     network itself for plain DQN without a target network; leave it out to use the target model of
@@ -81,7 +75,7 @@ class QTarget(Pipe):
         batch = next(self.source)
         with torch.no_grad():
             next_q = self.target_model(batch.step.next_state).max(dim=-1).values
-            batch.targets = batch.step.reward + _bootstrap_discount(batch, self.gamma) * next_q
+            batch.targets = batch.step.reward + bootstrap_discount(batch.step, self.gamma) * next_q
         return batch
 
 
@@ -97,7 +91,7 @@ class DoubleQTarget(QTarget):
         with torch.no_grad():
             next_action = self.model(batch.step.next_state).argmax(dim=-1, keepdim=True)
             next_q = self.target_model(batch.step.next_state).gather(-1, next_action).squeeze(-1)
-            batch.targets = batch.step.reward + _bootstrap_discount(batch, self.gamma) * next_q
+            batch.targets = batch.step.reward + bootstrap_discount(batch.step, self.gamma) * next_q
         return batch
 
 

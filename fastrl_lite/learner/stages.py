@@ -10,7 +10,16 @@ from torch import nn
 from ..core import Records, TrainBatch
 from ..pipes import Pipe, find_pipes
 
-__all__ = ["LossCollector", "BasicOptStepper", "TargetModelUpdater", "SoftTargetUpdater", "get_target_model"]
+__all__ = ["bootstrap_discount", "LossCollector", "BasicOptStepper", "TargetModelUpdater", "SoftTargetUpdater", "get_target_model"]
+
+
+def bootstrap_discount(step, gamma: float) -> torch.Tensor:
+    """γ^k for k-step transitions (`step.nsteps`, 1 when absent), zero where the episode terminated:
+    a time-limit truncation still bootstraps from `next_state`."""
+    not_terminated = (~step.terminated).to(step.reward.dtype)
+    if step.nsteps is None:
+        return gamma * not_terminated
+    return gamma ** step.nsteps.to(step.reward.dtype) * not_terminated
 
 
 class LossCollector(Pipe):
