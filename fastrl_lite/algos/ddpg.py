@@ -411,6 +411,7 @@ class CriticLossProcessor(Pipe):
     Q' and μ' are the target networks of the `SoftTargetUpdater`s upstream that track `critic` and
     `actor` (or `t_critic`/`t_actor` when given); k is each transition's `nsteps` (1 when the batch has
     none), so n-step transitions bootstrap with γ^k. `loss` is nn.MSELoss's functional form."""
+    fills = "critic"
 
     def __init__(self, source, critic: nn.Module, actor: nn.Module, t_critic: Optional[nn.Module] = None,
                  t_actor: Optional[nn.Module] = None, loss: Callable = F.mse_loss, gamma: float = 0.99):
@@ -428,7 +429,7 @@ class CriticLossProcessor(Pipe):
             next_q = self.t_critic(step.next_state, self.t_actor(step.next_state)).squeeze(-1)
             batch.targets = step.reward + bootstrap_discount(batch.step, self.gamma) * next_q
         q = self.critic(step.state, step.action.reshape(len(step), -1).to(step.reward.dtype)).squeeze(-1)
-        batch.losses["critic"] = self.loss(q, batch.targets)
+        batch.losses[self.fills] = self.loss(q, batch.targets)
         return batch
 
 
@@ -440,6 +441,7 @@ class ActorLossProcessor(Pipe):
     The critic is only a path for the gradient here: its parameters are switched to
     `requires_grad=False` for the forward pass, so backward computes no critic weight gradients
     (about a third of the critic's backward compute) and leaves none on the critic."""
+    fills = "actor"
 
     def __init__(self, source, critic: nn.Module, actor: nn.Module):
         super().__init__(source)
@@ -454,7 +456,7 @@ class ActorLossProcessor(Pipe):
         for p in self._critic_params:
             p.requires_grad_(False)
         try:
-            batch.losses["actor"] = -self.critic(state, self.actor(state)).mean()
+            batch.losses[self.fills] = -self.critic(state, self.actor(state)).mean()
         finally:
             for p in self._critic_params:
                 p.requires_grad_(True)

@@ -97,6 +97,7 @@ class DoubleQTarget(QTarget):
 
 class QLoss(Pipe):
     "losses['q'] = loss_func(Q(s, a), y) with y from the target stage upstream."
+    fills = "q"
 
     def __init__(self, source, model: nn.Module, loss_func: Callable = F.smooth_l1_loss):
         super().__init__(source)
@@ -107,7 +108,7 @@ class QLoss(Pipe):
         if batch.targets is None:
             raise RuntimeError("QLoss found no TD targets: put QTarget or DoubleQTarget upstream of it.")
         q = self.model(batch.step.state).gather(-1, batch.step.action.long().unsqueeze(-1)).squeeze(-1)
-        batch.losses["q"] = self.loss_func(q, batch.targets)
+        batch.losses[self.fills] = self.loss_func(q, batch.targets)
         return batch
 
 

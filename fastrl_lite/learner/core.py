@@ -145,9 +145,12 @@ class Learner:
                 finite = torch.isfinite(values)
                 if self.check_finite and not bool(finite.all()):
                     first = int(self.batch - len(values) + int((~finite).nonzero()[0]) + 1)
+                    key = name[:-len("_loss")] if name.endswith("_loss") else name
+                    stages = [type(n).__name__ for n in pipe_graph(self.pipe) if getattr(n, "fills", None) == key]
+                    stage = " or ".join(stages) or "the stage that fills losses[" + repr(key) + "]"
                     raise FloatingPointError(
-                        f"{name} became NaN/inf at gradient round {first} (epoch {self.epoch}), in the stage that "
-                        f"fills losses[{name[:-5]!r}]. Lower the learning rate, clip gradients (clip_grad_norm=) "
+                        f"{name} became NaN/inf at gradient round {first} (epoch {self.epoch}), computed by {stage}. "
+                        "Lower the learning rate, clip gradients (clip_grad_norm=) "
                         "or check the rewards and observations; Learner(check_finite=False) turns this check off.")
                 row[name] = float(values.mean())
         for name, values in self.records.lists.items():

@@ -18,6 +18,8 @@ class Pipe(BaseNode):
     """A stage with one source. Subclasses override `next()` (pull from `self.source`, transform,
     return) and, when they keep counters, `get_state`/`reset` so the pipeline can be checkpointed.
 
+    A loss stage names the `losses` key it fills in `fills`, so errors can point at it.
+
     `records` is the record bus of the `Learner` that runs this stage; it is `None` until a learner
     adopts the pipeline, so a stage used on its own records nothing.
     """
