@@ -33,9 +33,8 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
+from harness import cpu_model, emit, run_worker
 
 TARGET_RATIO = 0.95
 ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1"}
@@ -273,29 +272,11 @@ def worker(lib: str, algo: str, steps: int, seed: int, threads: int):
     result.update(lib=lib, algo=algo, seed=seed, threads=torch.get_num_threads(),
                   steps_per_s=result["env_steps"] / result["seconds"],
                   steps_per_cpu_s=result["env_steps"] / result["cpu_seconds"])
-    print("RESULT " + json.dumps(result), flush=True)
+    emit(result)
 
 
 # ---------------------------------------------------------------------------------------------- driver
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def spawn(script: str, args: list) -> dict:
-    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise RuntimeError(f"{' '.join(args)} failed with exit code {proc.returncode}")
-    return json.loads(lines[-1][len("RESULT "):])
 
 
 def main(argv=None):
@@ -326,7 +307,7 @@ def main(argv=None):
         steps = args.dqn_steps if algo == "dqn" else args.ddpg_steps
         for repeat in range(args.repeats):
             for lib in LIBS:
-                r = spawn(os.path.abspath(__file__), ["--worker", lib, algo, "--steps", str(steps), "--seed",
+                r = run_worker(__file__, ["--worker", lib, algo, "--steps", str(steps), "--seed",
                                                       str(args.seed), "--threads", str(args.threads)])
                 r["repeat"] = repeat
                 results.append(r)

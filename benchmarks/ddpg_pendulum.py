@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
+from harness import emit, run_worker
 
 ENV_ID = "Pendulum-v1"
 
@@ -75,9 +74,9 @@ def worker(lib: str, steps: int, seed: int, threads: int, episodes: int):
     torch.set_num_threads(threads)
     env_steps, seconds, cpu_seconds, returns = (run_fastrl_lite if lib == "fastrl_lite" else run_sb3)(
         steps, seed, episodes)
-    print(json.dumps({"lib": lib, "seed": seed, "threads": threads, "env_steps": env_steps, "seconds": seconds,
+    emit({"lib": lib, "seed": seed, "threads": threads, "env_steps": env_steps, "seconds": seconds,
                       "cpu_seconds": cpu_seconds, "steps_per_s": env_steps / seconds, "greedy_mean": sum(returns) / len(returns),
-                      "returns": returns}))
+                      "returns": returns})
 
 
 def main():
@@ -96,10 +95,8 @@ def main():
     results = []
     for seed in args.seeds:
         for lib in args.libs:
-            out = subprocess.run([sys.executable, __file__, "--worker", lib, "--steps", str(args.steps), "--seeds",
-                                  str(seed), "--threads", str(args.threads), "--episodes", str(args.episodes)],
-                                 check=True, capture_output=True, text=True).stdout
-            result = json.loads(out.strip().splitlines()[-1])
+            result = run_worker(__file__, ["--worker", lib, "--steps", args.steps, "--seeds", seed,
+                                           "--threads", args.threads, "--episodes", args.episodes])
             results.append(result)
             print(f"{lib:12s} seed {seed}: greedy {result['greedy_mean']:8.1f}  "
                   f"{result['steps_per_s']:6.1f} env steps/s  ({result['seconds']:.1f} s wall, "

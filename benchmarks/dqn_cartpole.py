@@ -24,9 +24,8 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
+from harness import cpu_model, emit, run_worker
 
 ENV_ID = "CartPole-v1"
 EVAL_SEED = 10_000
@@ -77,7 +76,6 @@ def run_fastrl_lite(steps: int, seed: int, episodes: int) -> dict:
 def run_sb3(steps: int, seed: int, episodes: int) -> dict:
     import gymnasium as gym
     import numpy as np
-    import torch
     from stable_baselines3 import DQN
 
     model = DQN("MlpPolicy", ENV_ID, learning_rate=HP["lr"], batch_size=HP["bs"], buffer_size=HP["buffer"],
@@ -116,31 +114,15 @@ def worker(lib: str, steps: int, seed: int, threads: int, episodes: int):
     result.update(lib=lib, seed=seed, threads=torch.get_num_threads(),
                   steps_per_s=result["env_steps"] / result["seconds"],
                   steps_per_cpu_s=result["env_steps"] / result["cpu_seconds"])
-    print("RESULT " + json.dumps(result), flush=True)
+    emit(result)
 
 
 # ---------------------------------------------------------------------------------------------- driver
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def spawn(lib: str, steps: int, seed: int, threads: int, episodes: int) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", lib, "--steps", str(steps), "--seeds", str(seed),
-           "--threads", str(threads), "--eval-episodes", str(episodes)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise RuntimeError(f"{lib} seed {seed} failed with exit code {proc.returncode}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_worker(__file__, ["--worker", lib, "--steps", steps, "--seeds", seed, "--threads", threads,
+                                 "--eval-episodes", episodes])
 
 
 def summarize(results, seeds):

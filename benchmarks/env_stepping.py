@@ -23,9 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
+from harness import emit, run_worker
 
 TARGET_OVERHEAD = 0.10
 SIDES = ("raw", "GymStepper")
@@ -104,7 +103,7 @@ def main(argv=None):
     if args.worker:
         import torch
         torch.set_num_threads(args.threads)
-        print("RESULT " + json.dumps(run(args.worker[0], args.env, int(args.worker[1]), args.steps, args.seed)))
+        emit(run(args.worker[0], args.env, int(args.worker[1]), args.steps, args.seed))
         return
     import gymnasium
     import torch
@@ -115,14 +114,8 @@ def main(argv=None):
     for num_envs in args.num_envs:
         for repeat in range(args.repeats):
             for side in SIDES:
-                proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", side, str(num_envs),
-                                       "--env", args.env, "--steps", str(args.steps), "--seed", str(args.seed),
-                                       "--threads", str(args.threads)], capture_output=True, text=True)
-                lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-                if proc.returncode != 0 or not lines:
-                    sys.stderr.write(proc.stdout + proc.stderr)
-                    raise RuntimeError(f"{side} with {num_envs} envs failed")
-                r = json.loads(lines[-1][len("RESULT "):])
+                r = run_worker(__file__, ["--worker", side, num_envs, "--env", args.env, "--steps", args.steps,
+                                          "--seed", args.seed, "--threads", args.threads])
                 results.append(r)
                 print(f"{num_envs:3d} envs {side:10s} run {repeat}: {r['steps_per_s']:9.0f} steps/s wall, "
                       f"{r['steps_per_cpu_s']:9.0f} per CPU s", flush=True)

@@ -36,9 +36,8 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
+from harness import emit, run_worker
 
 ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1"}
 TARGETS = {"dqn": 1.5, "ddpg": 1.2}
@@ -192,7 +191,7 @@ def worker(lib: str, algo: str, steps: int, seed: int, threads: int):
     result.update(lib=lib, algo=algo, seed=seed, threads=torch.get_num_threads(),
                   steps_per_s=result["env_steps"] / result["seconds"],
                   steps_per_cpu_s=result["env_steps"] / result["cpu_seconds"])
-    print("RESULT " + json.dumps(result), flush=True)
+    emit(result)
 
 
 def main(argv=None):
@@ -220,14 +219,8 @@ def main(argv=None):
         steps = args.dqn_steps if algo == "dqn" else args.ddpg_steps
         for repeat in range(args.repeats):
             for lib in LIBS:
-                proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", lib, algo, "--steps",
-                                       str(steps), "--seed", str(args.seed), "--threads", str(args.threads)],
-                                      capture_output=True, text=True)
-                lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-                if proc.returncode != 0 or not lines:
-                    sys.stderr.write(proc.stdout + proc.stderr)
-                    raise RuntimeError(f"{lib} {algo} failed")
-                r = json.loads(lines[-1][len("RESULT "):])
+                r = run_worker(__file__, ["--worker", lib, algo, "--steps", steps, "--seed", args.seed,
+                                          "--threads", args.threads])
                 results.append(r)
                 print(f"{algo:4s} {lib:12s} run {repeat}: {r['seconds']:6.1f} s wall, {r['cpu_seconds']:6.1f} s CPU, "
                       f"{r['env_steps']} env steps, {r['gradient_rounds']} rounds, {r['steps_per_s']:7.0f} env "

@@ -27,9 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
+from harness import emit, run_worker
 
 RAW_BYTES_PER_TRANSITION = 3 * 4 + 4 + 4 + 3 * 4 + 1 + 1
 TARGET_MEMORY = 0.10
@@ -148,10 +147,10 @@ def worker(lib, args):
     torch.set_num_threads(args.threads)
     nbytes, rss, sample, single, batch, size = RUNNERS[lib](args.capacity, args.chunk, args.single, args.batch,
                                                             args.samples, args.seed)
-    print("RESULT " + json.dumps({"lib": lib, "size": size, "nbytes": nbytes, "rss": rss,
-                                  "sample_us": sample[0] * 1e6, "sample_cpu_us": sample[1] * 1e6,
-                                  "add1_per_s": 1 / single[0], "add1_per_cpu_s": 1 / single[1],
-                                  "add64_per_s": 64 / batch[0], "add64_per_cpu_s": 64 / batch[1]}), flush=True)
+    emit({"lib": lib, "size": size, "nbytes": nbytes, "rss": rss,
+          "sample_us": sample[0] * 1e6, "sample_cpu_us": sample[1] * 1e6,
+          "add1_per_s": 1 / single[0], "add1_per_cpu_s": 1 / single[1],
+          "add64_per_s": 64 / batch[0], "add64_per_cpu_s": 64 / batch[1]})
 
 
 def available(lib: str) -> bool:
@@ -189,13 +188,7 @@ def main(argv=None):
                    "--threads", str(args.threads)]
     for repeat in range(args.repeats):
         for lib in libs:
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", lib, *passthrough],
-                                  capture_output=True, text=True)
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                sys.stderr.write(proc.stdout + proc.stderr)
-                raise RuntimeError(f"{lib} failed")
-            r = json.loads(lines[-1][len("RESULT "):])
+            r = run_worker(__file__, ["--worker", lib, *passthrough])
             results.append(r)
             print(f"{lib:12s} run {repeat}: sample(256) {r['sample_us']:7.1f} µs, add 1 {r['add1_per_s']:9.0f}/s, "
                   f"add 64 {r['add64_per_s']:10.0f} transitions/s, storage {r['nbytes'] / 1e6:6.1f} MB, "

@@ -21,16 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
+from harness import emit, run_worker
 
 ENV_ID = "CartPole-v1"
 
 
 def env_run(num_envs: int, steps: int, seed: int, collect_only: bool) -> dict:
     import math
-    import torch
     from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner
     from fastrl_lite.core import set_seed
     from fastrl_lite.envs import GymDataPipe
@@ -64,7 +62,6 @@ def env_run(num_envs: int, steps: int, seed: int, collect_only: bool) -> dict:
 
 def update_run(bs: int, width: int, rounds: int, seed: int) -> dict:
     import statistics
-    import torch
     from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner
     from fastrl_lite.core import set_seed
     from fastrl_lite.envs import GymDataPipe
@@ -89,12 +86,7 @@ def update_run(bs: int, width: int, rounds: int, seed: int) -> dict:
 
 
 def spawn(args: list) -> dict:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise RuntimeError(f"{args} failed")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_worker(__file__, args)
 
 
 def main(argv=None):
@@ -118,7 +110,7 @@ def main(argv=None):
             result = env_run(args.value[0], args.steps, args.seed, args.worker == "collect")
         else:
             result = update_run(args.value[0], args.value[1], args.rounds, args.seed)
-        print("RESULT " + json.dumps(result), flush=True)
+        emit(result)
         return
     common = ["--steps", str(args.steps), "--rounds", str(args.rounds), "--seed", str(args.seed),
               "--threads", str(args.threads)]
