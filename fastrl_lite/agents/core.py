@@ -85,6 +85,7 @@ class EpsilonSchedule(Pipe):
     `max_steps` **env steps** (each row of a batch is one env step), counted only while the agent's
     model trains unless `decrement_on_val`. While the model is in eval mode a subclass should act
     greedily unless `explore_on_val`."""
+    state_attrs = ("steps",)
 
     def __init__(self, source, min_epsilon: float = 0.2, max_epsilon: float = 1.0, max_steps: int = 100,
                  decrement_on_val: bool = False, explore_on_val: bool = False):
@@ -112,14 +113,6 @@ class EpsilonSchedule(Pipe):
         if epsilon is not None:
             self.record("epsilon", epsilon)
         return epsilon
-
-    def reset(self, initial_state=None):
-        super().reset(initial_state)
-        if initial_state:
-            self.steps = initial_state["steps"]
-
-    def get_state(self):
-        return {**super().get_state(), "steps": self.steps}
 
 
 class DiscreteEpsilonRandomSelect(EpsilonSchedule):

@@ -331,6 +331,7 @@ class RandomStartRunner(SimpleModelRunner):
     uniform random actions in [-1, 1] without running the network, so the replay starts out covering
     the whole action space instead of the untrained actor's near-zero outputs (SB3's and rl-zoo's
     `learning_starts`, the `start_timesteps` of Fujimoto et al.'s TD3)."""
+    state_attrs = ("steps",)
 
     def __init__(self, source, model: nn.Module, random_steps: int = 0, action_sz: Optional[int] = None):
         super().__init__(source, model)
@@ -347,14 +348,6 @@ class RandomStartRunner(SimpleModelRunner):
         n = next(self.source).shape[0]
         self.steps += n
         return torch.rand(n, self.action_sz, device=next(self.model.parameters()).device) * 2 - 1
-
-    def reset(self, initial_state=None):
-        super().reset(initial_state)
-        if initial_state:
-            self.steps = initial_state["steps"]
-
-    def get_state(self):
-        return {**super().get_state(), "steps": self.steps}
 
 
 def DDPGAgent(model: Actor, logger_bases=None, min_epsilon: float = 0.2, max_epsilon: float = 1.0,

@@ -108,6 +108,7 @@ def _make_target(model: nn.Module) -> nn.Module:
 class TargetModelUpdater(Pipe):
     """Keeps a target copy of `model` (`self.target_model`) and hard-copies the weights into it
     every `target_sync` gradient rounds, counted after each round passes through."""
+    state_attrs = ("rounds",)
 
     def __init__(self, source, model: nn.Module, target_sync: int = 300, target_model: Optional[nn.Module] = None):
         super().__init__(source)
@@ -133,11 +134,10 @@ class TargetModelUpdater(Pipe):
     def reset(self, initial_state=None):
         super().reset(initial_state)
         if initial_state:
-            self.rounds = initial_state["rounds"]
             self.target_model.load_state_dict(initial_state["target_model"])
 
     def get_state(self):
-        return {**super().get_state(), "rounds": self.rounds, "target_model": self.target_model.state_dict()}
+        return {**super().get_state(), "target_model": self.target_model.state_dict()}
 
 
 class SoftTargetUpdater(TargetModelUpdater):

@@ -5,7 +5,7 @@ fastrl datapipe did: `pipe = SoftTargetUpdater(pipe, critic, tau=0.005)`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Optional, Type, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -29,13 +29,21 @@ class Pipe(BaseNode):
         self.source = source
         self.records = None
 
+    # Plain attributes (counters, schedules) that make up the stage's state: `get_state` reports them
+    # and `reset(initial_state)` puts them back, so a stage with only such state needs no code for it.
+    state_attrs: Tuple[str, ...] = ()
+
     def reset(self, initial_state: Optional[Dict[str, Any]] = None):
         super().reset(initial_state)
         if self.source is not None:
             self.source.reset(initial_state.get("source") if initial_state else None)
+        if initial_state:
+            for name in self.state_attrs:
+                setattr(self, name, initial_state[name])
 
     def get_state(self) -> Dict[str, Any]:
-        return {"source": self.source.state_dict() if self.source is not None else None}
+        return {"source": self.source.state_dict() if self.source is not None else None,
+                **{name: getattr(self, name) for name in self.state_attrs}}
 
     def next(self):
         return next(self.source)
