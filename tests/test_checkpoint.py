@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastrl_lite import GymDataPipe, Learner, Pipe, set_seed
+from fastrl_lite import Pipe, set_seed
 from fastrl_lite.learner import CheckpointError
 from fastrl_lite.envs import GymStepper, NStepper, make_vec_env
 

@@ -2,7 +2,6 @@
 import math
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,7 +10,7 @@ from torchdata.nodes import IterableWrapper
 from fastrl_lite import (SimpleStep, TrainBatch, GymStepper, GymDataPipe, NStepper, NSkipper, ExperienceReplay,
                          StepBatcher, AgentBase, AgentHead, StepFieldSelector, SimpleModelRunner,
                          DiscreteEpsilonRandomSelect, TargetModelUpdater, SoftTargetUpdater, LossCollector,
-                         find_pipes, find_pipe, pipe_to_device, make_vec_env, evaluating, Records, set_seed)
+                         find_pipes, find_pipe, pipe_to_device, make_vec_env, evaluating, Records)
 from fastrl_lite.envs import check_env_id
 
 

@@ -1,5 +1,4 @@
 """Property tests: random sequences against simple reference models."""
-import math
 
 import torch
 from hypothesis import given, settings, strategies as st

@@ -2,7 +2,7 @@
 -> `AgentHead`. Calling the head with steps pushes them in at the base and pulls actions out."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import pickle
 import warnings
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np

@@ -1,7 +1,6 @@
 """n-step returns and step skipping, keyed by `env_id`, vectorized over the envs of a batch."""
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 

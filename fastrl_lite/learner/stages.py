@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional, Sequence, Tuple, Type
+from typing import Optional, Tuple, Type
 
 import torch
 from torch import nn
