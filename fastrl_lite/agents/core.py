@@ -57,10 +57,13 @@ class SimpleModelRunner(Pipe):
     def __init__(self, source, model: nn.Module):
         super().__init__(source)
         self.model = model
+        # Module.to() moves parameters in place, so one parameter tells the model's device for good;
+        # walking model.parameters() on every env step would cost more than the forward of a small MLP
+        self._probe = next(model.parameters(), None)
 
     def next(self) -> Tensor:
         x = next(self.source)
-        device = next(self.model.parameters()).device
+        device = self._probe.device if self._probe is not None else x.device
         with torch.no_grad():
             return self.model(x.to(device, torch.float32, non_blocking=True))
 
