@@ -93,12 +93,19 @@ class _TensorSeries:
 
 class Records:
     """The record bus a `Learner` owns. Stages push losses as detached tensors (kept on device,
-    reduced once per epoch) and host-side numbers such as episode returns as Python floats."""
+    reduced once per epoch), host-side events such as episode returns as Python values, and
+    per-step gauges such as ε with `set`, which keeps only the latest value so nothing grows with
+    the number of env steps."""
 
     def __init__(self):
         self.series: Dict[str, _TensorSeries] = {}
         self.lists: Dict[str, List] = {}
+        self.gauges: Dict[str, float] = {}
         self._marks: Dict[str, int] = {}
+
+    def set(self, name: str, value: float):
+        "The current value of a gauge (ε, a learning rate): only the latest one is kept."
+        self.gauges[name] = value
 
     def add(self, name: str, value: Union[Tensor, float, tuple]):
         if isinstance(value, Tensor):
@@ -128,6 +135,7 @@ class Records:
     def clear(self):
         self.series.clear()
         self.lists.clear()
+        self.gauges.clear()
         self._marks.clear()
 
 

@@ -239,9 +239,12 @@ def test_epsilon_schedule_counts_env_steps():
     for _ in range(4):
         agent(SimpleStep(state=torch.zeros(10, 3)))
     assert math.isclose(explorer.epsilon, 0.55)
+    explorer.records = Records()
     for _ in range(10):
         agent(SimpleStep(state=torch.zeros(10, 3)))
     assert explorer.epsilon == 0.1
+    # ε is a gauge: the bus keeps its latest value, not one entry per env step
+    assert explorer.records.gauges == {"epsilon": 0.1} and not explorer.records.lists
 
 
 def test_exploration_off_in_eval_mode(seeded):

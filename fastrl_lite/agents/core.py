@@ -114,7 +114,7 @@ class EpsilonSchedule(Pipe):
         if training or self.decrement_on_val:
             self.steps += env_steps
         if epsilon is not None:
-            self.record("epsilon", epsilon)
+            self.gauge("epsilon", epsilon)
         return epsilon
 
 

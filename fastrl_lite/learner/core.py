@@ -156,6 +156,7 @@ class Learner:
         for name, values in self.records.lists.items():
             if name != "episode_return" and values:
                 row[name] = float(values[-1])
+        row.update(self.records.gauges)
         row["steps_per_s"] = steps / seconds if seconds > 0 else math.nan
         self.records.mark()
         self.history.append(row)

@@ -52,6 +52,11 @@ class Pipe(BaseNode):
         if self.records is not None:
             self.records.add(name, value)
 
+    def gauge(self, name: str, value: float):
+        "Report the current value of a per-step quantity (only the latest is kept)."
+        if self.records is not None:
+            self.records.set(name, value)
+
     def to(self, device):
         "Move the modules and tensors this stage owns; `pipe_to_device` calls it on every stage."
         for name, value in vars(self).items():
