@@ -57,6 +57,7 @@ class ExperienceReplay(Pipe):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.fields = tuple(fields) if fields is not None else None
         self.storage: Dict[str, Tensor] = {}
+        self._slots = None
         self.size = 0
         self.pointer = 0
         self.added = 0
@@ -77,22 +78,26 @@ class ExperienceReplay(Pipe):
 
     def add(self, step: SimpleStep):
         "Store a batch of transitions, overwriting the oldest once full: O(batch) tensor copies."
-        if not self.storage:
-            self._allocate(step)
-        fields = self._kept(step)
-        if fields.keys() != self.storage.keys():
-            raise ValueError(f"Steps changed fields: replay holds {sorted(self.storage)}, got {sorted(fields)}.")
-        n = arrived = next(iter(fields.values())).shape[0] if fields else len(step)
+        if self._slots is None:
+            if not self.storage:
+                self._allocate(step)
+            # what add() needs per field, worked out once instead of on every env step
+            self._slots = [(k, v, v.shape[1:]) for k, v in self.storage.items()]
+            self._absent = [k for k in (self.fields or ()) if k not in self.storage]
+        values = [getattr(step, k) for k, _, _ in self._slots]
+        if (any(v is None for v in values) or any(getattr(step, k, None) is not None for k in self._absent)
+                or (self.fields is None and len(step.fields()) != len(values))):
+            raise ValueError(f"Steps changed fields: replay holds {sorted(self.storage)}, got "
+                             f"{sorted(k for k in step.fields() if self.fields is None or k in self.fields)}.")
+        n = arrived = values[0].shape[0]
         if n > self.max_sz:  # only the newest max_sz can survive; the env steps still all count
-            step, n = step[n - self.max_sz:], self.max_sz
-            fields = self._kept(step)
+            values, n = [v[n - self.max_sz:] for v in values], self.max_sz
         start = self.pointer
         first = min(n, self.max_sz - start)
-        for k, value in fields.items():
-            dest = self.storage[k]
-            if value.shape[1:] != dest.shape[1:]:
+        for (k, dest, row_shape), value in zip(self._slots, values):
+            if value.shape[1:] != row_shape:
                 raise ValueError(f"Field {k!r} has shape {tuple(value.shape[1:])} per transition, "
-                                 f"the replay stores {tuple(dest.shape[1:])}.")
+                                 f"the replay stores {tuple(row_shape)}.")
             if first == n:  # the common case: no wrap-around, so the value is copied without slicing it
                 dest[start:start + n].copy_(value, non_blocking=True)
             else:
@@ -137,6 +142,7 @@ class ExperienceReplay(Pipe):
         super().reset(initial_state)
         if initial_state:
             if initial_state["storage"] and not self.storage:
+                self._slots = None
                 self.storage = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
                                 for k, v in initial_state["storage"].items()}
             for k, v in initial_state["storage"].items():
@@ -149,4 +155,5 @@ class ExperienceReplay(Pipe):
     def to(self, device):
         self.device = torch.device(device)
         self.storage = {k: v.to(self.device) for k, v in self.storage.items()}
+        self._slots = None
         return self
