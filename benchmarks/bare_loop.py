@@ -34,7 +34,7 @@ import json
 import os
 import platform
 import time
-from harness import cpu_model, emit, run_worker
+from harness import cpu_model, emit_run, fastrl_lite_run, run_worker
 
 TARGET_RATIO = 0.95
 ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1"}
@@ -248,35 +248,18 @@ def bare_ddpg(steps: int, seed: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------- fastrl_lite
 
-def fastrl_lite_run(algo: str, steps: int, seed: int) -> dict:
-    import numpy as np
-    from fastrl_lite.cli import build_ddpg, build_dqn
-    from fastrl_lite.core import set_seed
-    set_seed(seed)
-    learner, epochs = {"dqn": build_dqn, "ddpg": build_ddpg}[algo](ENVS[algo], steps, seed, [])
-    start, cpu_start = time.perf_counter(), time.process_time()
-    learner.fit(epochs)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    returns = learner.episode_returns()[:, 1]
-    return {"env_steps": learner.env_steps, "gradient_rounds": learner.batch, "seconds": seconds,
-            "cpu_seconds": cpu_seconds, "last_returns": float(np.mean(returns[-10:])) if len(returns) else float("nan")}
-
 
 def worker(lib: str, algo: str, steps: int, seed: int, threads: int):
     import torch
     torch.set_num_threads(threads)
     if lib == "fastrl_lite":
-        result = fastrl_lite_run(algo, steps, seed)
+        result = fastrl_lite_run(algo, ENVS[algo], steps, seed)
     else:
         result = (bare_dqn if algo == "dqn" else bare_ddpg)(steps, seed)
-    result.update(lib=lib, algo=algo, seed=seed, threads=torch.get_num_threads(),
-                  steps_per_s=result["env_steps"] / result["seconds"],
-                  steps_per_cpu_s=result["env_steps"] / result["cpu_seconds"])
-    emit(result)
+    emit_run(result, lib=lib, algo=algo, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------- driver
-
 
 
 def main(argv=None):

@@ -29,6 +29,29 @@ def emit(result: dict):
     print(PREFIX + json.dumps(result), flush=True)
 
 
+def emit_run(result: dict, **tags):
+    "Called in the worker: add the tags, thread count and env-step rates to a timed run and emit it."
+    import torch
+    result.update(tags, threads=torch.get_num_threads(), steps_per_s=result["env_steps"] / result["seconds"],
+                  steps_per_cpu_s=result["env_steps"] / result["cpu_seconds"])
+    emit(result)
+
+
+def fastrl_lite_run(algo: str, env_id: str, steps: int, seed: int) -> dict:
+    "Train with the CLI's tuned builder for `algo`; times cover `fit` only."
+    import time
+    from fastrl_lite.cli import BUILDERS
+    from fastrl_lite.core import set_seed
+    set_seed(seed)
+    learner, epochs = BUILDERS[algo](env_id, steps, seed, [])
+    start, cpu_start = time.perf_counter(), time.process_time()
+    learner.fit(epochs)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    last = learner.episode_returns()[-10:, 1]
+    return {"env_steps": learner.env_steps, "gradient_rounds": learner.batch, "seconds": seconds,
+            "cpu_seconds": cpu_seconds, "last_returns": float(last.mean()) if len(last) else float("nan")}
+
+
 def run_worker(script: str, args) -> dict:
     "Run `script` with `args` in a new Python process and return the result it emitted."
     proc = subprocess.run([sys.executable, os.path.abspath(script), *map(str, args)], capture_output=True, text=True)

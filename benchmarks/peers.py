@@ -37,7 +37,7 @@ import json
 import os
 import platform
 import time
-from harness import emit, run_worker
+from harness import emit_run, fastrl_lite_run, run_worker
 
 ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1"}
 TARGETS = {"dqn": 1.5, "ddpg": 1.2}
@@ -168,30 +168,14 @@ def torchrl_ddpg(steps: int, seed: int) -> dict:
             "last_returns": sum(returns[-10:]) / max(1, len(returns[-10:]))}
 
 
-def fastrl_lite_run(algo: str, steps: int, seed: int) -> dict:
-    from fastrl_lite.cli import build_ddpg, build_dqn
-    from fastrl_lite.core import set_seed
-    set_seed(seed)
-    learner, epochs = {"dqn": build_dqn, "ddpg": build_ddpg}[algo](ENVS[algo], steps, seed, [])
-    start, cpu = time.perf_counter(), time.process_time()
-    learner.fit(epochs)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    returns = learner.episode_returns()[:, 1].tolist()
-    return {"env_steps": learner.env_steps, "gradient_rounds": learner.batch, "seconds": seconds,
-            "cpu_seconds": cpu_seconds, "last_returns": sum(returns[-10:]) / max(1, len(returns[-10:]))}
-
-
 def worker(lib: str, algo: str, steps: int, seed: int, threads: int):
     import torch
     torch.set_num_threads(threads)
     if lib == "fastrl_lite":
-        result = fastrl_lite_run(algo, steps, seed)
+        result = fastrl_lite_run(algo, ENVS[algo], steps, seed)
     else:
         result = (torchrl_dqn if algo == "dqn" else torchrl_ddpg)(steps, seed)
-    result.update(lib=lib, algo=algo, seed=seed, threads=torch.get_num_threads(),
-                  steps_per_s=result["env_steps"] / result["seconds"],
-                  steps_per_cpu_s=result["env_steps"] / result["cpu_seconds"])
-    emit(result)
+    emit_run(result, lib=lib, algo=algo, seed=seed)
 
 
 def main(argv=None):
