@@ -325,3 +325,64 @@ def test_find_pipes_and_pipe_to_device():
         find_pipe(pipe, TargetModelUpdater)
     pipe_to_device(pipe, "cpu")
     assert next(model.parameters()).device.type == "cpu" and pipe.device.type == "cpu"
+
+
+# ---------------------------------------------------------------- BasicOptStepper
+class _RegressionLosses:
+    "A source of TrainBatches whose 'q' loss is a regression of `model` on fixed random data."
+
+    def __init__(self, model, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.model = model
+        self.data = [(torch.randn(32, 4, generator=g), torch.randn(32, 2, generator=g)) for _ in range(8)]
+        self.i = 0
+
+    def __next__(self):
+        x, y = self.data[self.i % len(self.data)]
+        self.i += 1
+        batch = TrainBatch(SimpleStep(state=x))
+        batch.losses["q"] = nn.functional.mse_loss(self.model(x), y)
+        return batch
+
+
+@pytest.mark.parametrize("opt_cls", [torch.optim.Adam, torch.optim.AdamW])
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_opt_stepper_fused_path_matches_clip_and_opt_step_bit_for_bit(opt_cls, clip):
+    from fastrl_lite.learner import BasicOptStepper
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    reference = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    reference.load_state_dict(model.state_dict())
+    stepper = BasicOptStepper(_RegressionLosses(model), model, lr=1e-2, opt=opt_cls, clip_grad_norm=clip,
+                              fused=True, weight_decay=0.01)
+    ref_source, ref_opt = _RegressionLosses(reference), opt_cls(reference.parameters(), lr=1e-2, fused=True,
+                                                                weight_decay=0.01)
+    for _ in range(60):
+        stepper.next()
+        ref_opt.zero_grad()
+        next(ref_source).losses["q"].backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(reference.parameters(), clip, foreach=True)
+        ref_opt.step()
+    assert stepper._fused_plan  # the direct kernel call was used after the first round
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+    # the optimizer's own state advanced, so checkpoints of it stay right
+    assert all(int(stepper.opt.state[p]["step"]) == 60 for p in model.parameters())
+    assert torch.equal(stepper.opt.state_dict()["state"][0]["exp_avg"], ref_opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_opt_stepper_takes_opt_step_for_other_optimizers_and_hooks():
+    from fastrl_lite.learner import BasicOptStepper
+    model = nn.Linear(4, 2)
+    sgd = BasicOptStepper(_RegressionLosses(model), model, lr=0.1, opt=torch.optim.SGD)
+    before = model.weight.detach().clone()
+    sgd.next(), sgd.next()
+    assert sgd._fused_plan is False and not torch.equal(model.weight, before)
+    model = nn.Linear(4, 2)
+    adam = BasicOptStepper(_RegressionLosses(model), model, lr=0.1, fused=True)
+    calls = []
+    adam.opt.register_step_post_hook(lambda opt, args, kwargs: calls.append(1))
+    for _ in range(3):
+        adam.next()
+    assert len(calls) == 3  # a registered hook means every step goes through opt.step()
