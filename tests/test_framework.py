@@ -207,6 +207,38 @@ def test_update_to_data_ratio_and_warmup():
     assert replay.added == 19
 
 
+def _burst_replay(prefetch_bytes=None):
+    replay = ExperienceReplay(IterableWrapper(numbered(1, start=i) for i in range(1000)), bs=4, max_sz=100,
+                              warmup=10, train_every=8, updates=6)
+    if prefetch_bytes is not None:
+        replay.prefetch_bytes = prefetch_bytes
+    return replay
+
+
+def test_replay_burst_draws_the_same_batches_as_round_by_round_sampling():
+    torch.manual_seed(3)
+    replay = _burst_replay()
+    together = [next(replay).step.reward for _ in range(12)]
+    torch.manual_seed(3)
+    replay = _burst_replay(prefetch_bytes=1)  # too small for two batches: one draw per round
+    one_by_one = [next(replay).step.reward for _ in range(12)]
+    assert all(torch.equal(a, b) for a, b in zip(together, one_by_one))
+    assert len({tuple(r.tolist()) for r in together}) > 6  # real draws, not one batch repeated
+
+
+def test_replay_checkpoint_mid_burst_hands_out_the_rest_of_the_burst():
+    torch.manual_seed(4)
+    replay = _burst_replay()
+    first = [next(replay) for _ in range(3)]  # half of a 6-round burst
+    state = replay.state_dict()
+    rest = [next(replay).step.reward for _ in range(3)]
+    restored = _burst_replay()
+    restored.reset(state)
+    torch.manual_seed(99)  # the rest of the burst was drawn before the checkpoint: no new draws
+    assert all(torch.equal(next(restored).step.reward, r) for r in rest)
+    assert restored.added == replay.added and len(first) == 3
+
+
 def test_replay_rejects_impossible_settings():
     with pytest.raises(ValueError, match="larger than the replay capacity"):
         ExperienceReplay(None, bs=128, max_sz=64)

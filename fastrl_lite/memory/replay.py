@@ -36,7 +36,13 @@ class ExperienceReplay(Pipe):
     there is one (so n-step merging or skipping does not change the count), else counted as the
     transitions added. Storage is allocated on the first add, from that step's shapes and dtypes.
     `fields` names the `SimpleStep` fields kept (those present in the steps); `None` keeps all.
+
+    The batches of one burst of `updates` rounds are drawn together: one `randint` and one gather
+    per field for all of them (up to `prefetch_bytes` of samples at a time), each round then takes
+    its slice. Nothing is stored between the rounds of a burst, so this draws exactly the batches
+    (and the same random numbers) that sampling round by round would, for less per-round overhead.
     """
+    prefetch_bytes = 64 * 2 ** 20
 
     def __init__(self, source, bs: int = 64, max_sz: int = 10_000, warmup: int = 0, train_every: int = 1,
                  updates: int = 1, device: Optional[Union[str, torch.device]] = None,
@@ -63,6 +69,7 @@ class ExperienceReplay(Pipe):
         self.added = 0
         self._owed = 0
         self._stepper = None
+        self._ahead, self._ahead_indices, self._ahead_pos = None, None, 0
 
     def __len__(self) -> int:
         return self.size
@@ -115,6 +122,17 @@ class ExperienceReplay(Pipe):
         step = SimpleStep(**{k: v.index_select(0, indices) for k, v in self.storage.items()})
         return TrainBatch(step, indices=indices)
 
+    def _prefetch(self, batches: int):
+        "Draw the next `batches` rounds' samples at once; `next` hands them out one `bs` slice at a time."
+        row_bytes = sum(v[0].numel() * v.element_size() for v in self.storage.values())
+        batches = max(1, min(batches, self.prefetch_bytes // max(1, row_bytes * self.bs)))
+        indices = torch.randint(self.size, (self.bs * batches,), device=self.device)
+        self._gather(indices)
+
+    def _gather(self, indices: Tensor):
+        self._ahead = {k: v.index_select(0, indices) for k, v in self.storage.items()}
+        self._ahead_indices, self._ahead_pos = indices, 0
+
     def _env_steps(self) -> int:
         return self._stepper.env_steps if self._stepper is not None else self.added
 
@@ -130,13 +148,21 @@ class ExperienceReplay(Pipe):
             while self.size < max(self.warmup, self.bs):
                 self._collect(self._env_steps() + 1)
             self._owed = self.updates
+            self._ahead = None
+        if self._ahead is None or self._ahead_pos >= len(self._ahead_indices):
+            self._prefetch(self._owed)
         self._owed -= 1
-        return self.sample()
+        part = slice(self._ahead_pos, self._ahead_pos + self.bs)
+        self._ahead_pos += self.bs
+        return TrainBatch(SimpleStep(**{k: v[part] for k, v in self._ahead.items()}),
+                          indices=self._ahead_indices[part])
 
     def get_state(self):
         "The stored transitions (only the filled part) and the counters."
         return {**super().get_state(), "size": self.size, "pointer": self.pointer, "added": self.added,
-                "owed": self._owed, "storage": {k: v[:self.size] for k, v in self.storage.items()}}
+                "owed": self._owed, "storage": {k: v[:self.size] for k, v in self.storage.items()},
+                # the rest of the burst's draw, so a restored buffer hands out the very same batches
+                "ahead": None if self._ahead is None else self._ahead_indices[self._ahead_pos:].clone()}
 
     def reset(self, initial_state=None):
         super().reset(initial_state)
@@ -151,9 +177,14 @@ class ExperienceReplay(Pipe):
                 self.storage[k][:len(v)] = v.to(self.device)
             self.size, self.pointer = initial_state["size"], initial_state["pointer"]
             self.added, self._owed = initial_state["added"], initial_state["owed"]
+            ahead = initial_state.get("ahead")
+            if ahead is not None and len(ahead):
+                self._gather(ahead.to(self.device))
+            else:
+                self._ahead = None
 
     def to(self, device):
         self.device = torch.device(device)
         self.storage = {k: v.to(self.device) for k, v in self.storage.items()}
-        self._slots = None
+        self._slots, self._ahead = None, None
         return self
