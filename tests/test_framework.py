@@ -413,8 +413,13 @@ def test_opt_stepper_takes_opt_step_for_other_optimizers_and_hooks():
     assert sgd._fused_plan is False and not torch.equal(model.weight, before)
     model = nn.Linear(4, 2)
     adam = BasicOptStepper(_RegressionLosses(model), model, lr=0.1, fused=True)
-    calls = []
-    adam.opt.register_step_post_hook(lambda opt, args, kwargs: calls.append(1))
     for _ in range(3):
         adam.next()
-    assert len(calls) == 3  # a registered hook means every step goes through opt.step()
+    assert adam._fused_plan
+    calls = []
+    adam.opt.register_step_post_hook(lambda opt, args, kwargs: calls.append(1))
+    for _ in range(2):
+        adam.next()
+    assert len(calls) == 2  # a registered hook means every step goes through opt.step()
+    # the fast path's shared step counter still counts each parameter's steps once under opt.step()
+    assert [int(adam.opt.state[p]["step"]) for p in model.parameters()] == [5, 5]

@@ -17,10 +17,10 @@ __all__ = ["bootstrap_discount", "LossCollector", "BasicOptStepper", "TargetMode
 def bootstrap_discount(step, gamma: float) -> torch.Tensor:
     """γ^k for k-step transitions (`step.nsteps`, 1 when absent), zero where the episode terminated:
     a time-limit truncation still bootstraps from `next_state`."""
-    not_terminated = (~step.terminated).to(step.reward.dtype)
-    if step.nsteps is None:
-        return gamma * not_terminated
-    return gamma ** step.nsteps.to(step.reward.dtype) * not_terminated
+    # one `where` instead of negate, cast and multiply: the same values (γ^k · 1 or 0), fewer ops
+    discount = gamma if step.nsteps is None else gamma ** step.nsteps.to(step.reward.dtype)
+    discount = torch.where(step.terminated, 0.0, discount)
+    return discount if discount.dtype == step.reward.dtype else discount.to(step.reward.dtype)
 
 
 class LossCollector(Pipe):
@@ -31,12 +31,14 @@ class LossCollector(Pipe):
     def __init__(self, source, main_buffers=None):
         super().__init__(source)
         self.history = Records()
+        self._keys = {}
 
     def next(self) -> TrainBatch:
         batch = next(self.source)
         records = self.records if self.records is not None else self.history
         for name, loss in batch.losses.items():
-            records.add(f"{name}_loss", loss.detach())
+            key = self._keys.get(name) or self._keys.setdefault(name, f"{name}_loss")
+            records.add(key, loss.detach())
         return batch
 
     def show(self, title: str = "Losses", ax=None):
@@ -117,11 +119,20 @@ class BasicOptStepper(Pipe):
             return False  # the first opt.step() creates the state; plan on the next round
         if type(opt) is torch.optim.AdamW or group.get("decoupled_weight_decay"):
             kernel = "_fused_adamw_"
+        steps = [s["step"] for s in state]
+        if len({(t.dtype, t.device, t.dim()) for t in steps}) != 1 or steps[0].dim() != 0:
+            self._fused_plan = False
+            return False
+        # every parameter's step count becomes a view of one tensor, so one add counts them all
+        # (opt.step() still adds 1 to each view, once, should it run instead)
+        counter = torch.stack(steps)
+        for i, s in enumerate(state):
+            s["step"] = counter[i]
         params = list(group["params"])
         self._fused_plan = (getattr(torch, kernel), group, params, [s["exp_avg"] for s in state],
                             [s["exp_avg_sq"] for s in state],
                             [s["max_exp_avg_sq"] for s in state] if group["amsgrad"] else [],
-                            [s["step"] for s in state])
+                            [s["step"] for s in state], counter)
         return self._fused_plan
 
     def _fused_step_ok(self) -> bool:
@@ -132,7 +143,7 @@ class BasicOptStepper(Pipe):
                          or _optimizer_module._global_optimizer_post_hooks))
 
     def _fused_step(self, plan):
-        kernel, group, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = plan
+        kernel, group, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, counter = plan
         grads = [p.grad for p in params]
         if any(g is None for g in grads):
             return False
@@ -140,7 +151,7 @@ class BasicOptStepper(Pipe):
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             torch._foreach_mul_(grads, torch.clamp(self.clip_grad_norm / (norm + 1e-6), max=1.0))
         beta1, beta2 = group["betas"]
-        torch._foreach_add_(steps, 1)
+        counter.add_(1)
         kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad=group["amsgrad"],
                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                maximize=group["maximize"], grad_scale=None, found_inf=None)
