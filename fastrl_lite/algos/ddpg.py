@@ -25,9 +25,10 @@ from torch import Tensor, nn
 
 from ..agents import (ActionClip, ActionScaler, ActionUnbatcher, AgentBase, AgentHead, EpsilonSchedule,
                       SimpleModelRunner, StepFieldSelector)
-from ..core import TrainBatch
+from ..core import SimpleStep, TrainBatch
 from ..learner import (BasicOptStepper, Learner, LossCollector, SoftTargetUpdater, TargetModelUpdater,
                        bootstrap_discount, get_target_model)
+from ..learner.compiling import CompileArg, compile_options, maybe_compile
 from ..memory import ExperienceReplay
 from ..pipes import Pipe, find_pipe, find_pipes, pipe_to_device
 
@@ -403,26 +404,36 @@ class CriticLossProcessor(Pipe):
 
     Q' and μ' are the target networks of the `SoftTargetUpdater`s upstream that track `critic` and
     `actor` (or `t_critic`/`t_actor` when given); k is each transition's `nsteps` (1 when the batch has
-    none), so n-step transitions bootstrap with γ^k. `loss` is nn.MSELoss's functional form."""
+    none), so n-step transitions bootstrap with γ^k. `loss` is nn.MSELoss's functional form.
+    `compile=True` (or a dict of `torch.compile` options) runs `targets` and `compute_loss` through
+    `torch.compile`."""
     fills = "critic"
 
     def __init__(self, source, critic: nn.Module, actor: nn.Module, t_critic: Optional[nn.Module] = None,
-                 t_actor: Optional[nn.Module] = None, loss: Callable = F.mse_loss, gamma: float = 0.99):
+                 t_actor: Optional[nn.Module] = None, loss: Callable = F.mse_loss, gamma: float = 0.99,
+                 compile: CompileArg = False):
         super().__init__(source)
         if not 0 <= gamma <= 1:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}.")
         self.critic, self.actor, self.loss, self.gamma = critic, actor, loss, gamma
         self.t_critic = _target_of(critic, source, t_critic, "CriticLossProcessor")
         self.t_actor = _target_of(actor, source, t_actor, "CriticLossProcessor")
+        self._targets = maybe_compile(self.targets, compile)
+        self._loss = maybe_compile(self.compute_loss, compile)
+
+    def targets(self, step: SimpleStep) -> Tensor:
+        next_q = self.t_critic(step.next_state, self.t_actor(step.next_state)).squeeze(-1)
+        return step.reward + bootstrap_discount(step, self.gamma) * next_q
+
+    def compute_loss(self, step: SimpleStep, targets: Tensor) -> Tensor:
+        q = self.critic(step.state, step.action.reshape(len(step), -1).to(step.reward.dtype)).squeeze(-1)
+        return self.loss(q, targets)
 
     def next(self) -> TrainBatch:
         batch = next(self.source)
-        step = batch.step
         with torch.no_grad():
-            next_q = self.t_critic(step.next_state, self.t_actor(step.next_state)).squeeze(-1)
-            batch.targets = step.reward + bootstrap_discount(batch.step, self.gamma) * next_q
-        q = self.critic(step.state, step.action.reshape(len(step), -1).to(step.reward.dtype)).squeeze(-1)
-        batch.losses[self.fills] = self.loss(q, batch.targets)
+            batch.targets = self._targets(batch.step)
+        batch.losses[self.fills] = self._loss(batch.step, batch.targets)
         return batch
 
 
@@ -433,23 +444,27 @@ class ActorLossProcessor(Pipe):
 
     The critic is only a path for the gradient here: its parameters are switched to
     `requires_grad=False` for the forward pass, so backward computes no critic weight gradients
-    (about a third of the critic's backward compute) and leaves none on the critic."""
+    (about a third of the critic's backward compute) and leaves none on the critic. `compile` as in
+    `CriticLossProcessor`, for `compute_loss`."""
     fills = "actor"
 
-    def __init__(self, source, critic: nn.Module, actor: nn.Module):
+    def __init__(self, source, critic: nn.Module, actor: nn.Module, compile: CompileArg = False):
         super().__init__(source)
         self.critic, self.actor = critic, actor
         self._critic_params = None
+        self._loss = maybe_compile(self.compute_loss, compile)
+
+    def compute_loss(self, state: Tensor) -> Tensor:
+        return -self.critic(state, self.actor(state)).mean()
 
     def next(self) -> TrainBatch:
         batch = next(self.source)
         if self._critic_params is None:
             self._critic_params = [p for p in self.critic.parameters() if p.requires_grad]
-        state = batch.step.state
         for p in self._critic_params:
             p.requires_grad_(False)
         try:
-            batch.losses[self.fills] = -self.critic(state, self.actor(state)).mean()
+            batch.losses[self.fills] = self._loss(batch.step.state)
         finally:
             for p in self._critic_params:
                 p.requires_grad_(True)
@@ -495,7 +510,8 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
                 actor_target_copy_freq: int = 1, tau: float = 1e-3, bs: int = 128, max_sz: int = 10_000,
                 nsteps: int = 1, device=None, batches: Optional[int] = None,
                 dp_augmentation_fns: Optional[Sequence[Callable]] = None, debug: bool = False,
-                warmup: int = 1000, train_every: int = 1, updates: int = 1, gamma: float = 0.99) -> Learner:
+                warmup: int = 1000, train_every: int = 1, updates: int = 1, gamma: float = 0.99,
+                compile: CompileArg = False) -> Learner:
     """DDPG on the env pipeline `dls[0]`, whose agent must run `actor` (`DDPGAgent(actor)`).
 
     Per gradient round: sample `bs` transitions from a replay of `max_sz`; soft-update the targets
@@ -504,7 +520,10 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
     update-to-data ratio is `updates` rounds per `train_every` env steps. `nsteps` must match the
     n-step merging of `dls[0]`. An epoch is `batches` rounds (1000 when None). The agent's
     actions are scaled onto `dls[0]`'s action bounds. Each of `dp_augmentation_fns` receives the
-    learner pipeline and returns the one to run; `debug` prints the device moves."""
+    learner pipeline and returns the one to run; `debug` prints the device moves. `compile=True` (or a
+    dict of `torch.compile` options) compiles the critic's target and the two losses; the learner,
+    its checkpoints and the agent keep `actor` and `critic`."""
+    compile_options(compile)
     if not dls:
         raise ValueError("DDPGLearner needs dls=[train_pipe] built with GymDataPipe/GymTransformBlock.")
     stepper = find_pipe(dls[0], lambda n: hasattr(n, "env_steps") and hasattr(n, "env"))
@@ -534,9 +553,9 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
                             device=device)
     pipe = SoftTargetUpdater(pipe, critic, tau=tau, target_sync=critic_target_copy_freq)
     pipe = SoftTargetUpdater(pipe, actor, tau=tau, target_sync=actor_target_copy_freq)
-    pipe = CriticLossProcessor(pipe, critic, actor, gamma=gamma)
+    pipe = CriticLossProcessor(pipe, critic, actor, gamma=gamma, compile=compile)
     pipe = BasicOptStepper(pipe, critic, lr=critic_lr, opt=critic_opt, loss_key="critic", **_fast_opt(critic_opt))
-    pipe = ActorLossProcessor(pipe, critic, actor)
+    pipe = ActorLossProcessor(pipe, critic, actor, compile=compile)
     pipe = BasicOptStepper(pipe, actor, lr=actor_lr, opt=actor_opt, loss_key="actor", **_fast_opt(actor_opt))
     pipe = LossCollector(pipe)
     for fn in dp_augmentation_fns or ():
