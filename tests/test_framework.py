@@ -239,6 +239,19 @@ def test_replay_checkpoint_mid_burst_hands_out_the_rest_of_the_burst():
     assert restored.added == replay.added and len(first) == 3
 
 
+def test_replay_stores_values_that_need_grad_or_other_dtypes_through_torch_copies():
+    replay = ExperienceReplay(None, bs=2, max_sz=3)  # float32 storage: NumPy writes, which refuse grad
+    weights = torch.ones(2, 2, requires_grad=True)
+    replay.add(SimpleStep(state=weights * 2))
+    replay.add(SimpleStep(state=weights * 3))  # wraps round
+    assert not replay.storage["state"].requires_grad
+    assert replay.storage["state"][:, 0].tolist() == [3.0, 2.0, 3.0]
+    replay = ExperienceReplay(None, bs=2, max_sz=3)  # bfloat16 has no NumPy dtype: torch copies
+    replay.add(SimpleStep(reward=torch.tensor([1.0, 2.0], dtype=torch.bfloat16)))
+    replay.add(SimpleStep(reward=torch.tensor([3.0, 4.0], dtype=torch.bfloat16)))
+    assert replay.storage["reward"].dtype == torch.bfloat16 and replay.storage["reward"].tolist() == [4.0, 2.0, 3.0]
+
+
 def test_replay_rejects_impossible_settings():
     with pytest.raises(ValueError, match="larger than the replay capacity"):
         ExperienceReplay(None, bs=128, max_sz=64)

@@ -59,7 +59,10 @@ class DQN(nn.Module):
         self.head = DuelingHead(width, action_sz) if dueling else nn.Linear(width, action_sz)
 
     def forward(self, state: Tensor) -> Tensor:
-        return self.head(self.body(state))
+        x = state
+        for layer in self.body:  # the layers in turn, without nn.Sequential's own call on every forward
+            x = layer(x)
+        return self.head(x)
 
 
 class QTarget(Pipe):

@@ -16,6 +16,16 @@ __all__ = ["ExperienceReplay", "StepBatcher", "LEARNING_FIELDS"]
 LEARNING_FIELDS = ("state", "action", "reward", "next_state", "terminated", "truncated", "nsteps")
 
 
+def _numpy_view(tensor: Tensor):
+    "A NumPy array sharing `tensor`'s memory, or None where there is none (GPU storage, no NumPy dtype)."
+    if tensor.device.type != "cpu":
+        return None
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError):
+        return None
+
+
 def _as_step(item: Union[SimpleStep, List[SimpleStep]]) -> SimpleStep:
     return item if isinstance(item, SimpleStep) else SimpleStep.cat(item)
 
@@ -89,9 +99,10 @@ class ExperienceReplay(Pipe):
             if not self.storage:
                 self._allocate(step)
             # what add() needs per field, worked out once instead of on every env step
-            self._slots = [(k, v, v.shape[1:]) for k, v in self.storage.items()]
+            self._slots = [(k, v, v.shape[1:], _numpy_view(v)) for k, v in self.storage.items()]
+            self._numpy_writes = all(view is not None for *_, view in self._slots)
             self._absent = [k for k in (self.fields or ()) if k not in self.storage]
-        values = [getattr(step, k) for k, _, _ in self._slots]
+        values = [getattr(step, k) for k, _, _, _ in self._slots]
         if (any(v is None for v in values) or any(getattr(step, k, None) is not None for k in self._absent)
                 or (self.fields is None and len(step.fields()) != len(values))):
             raise ValueError(f"Steps changed fields: replay holds {sorted(self.storage)}, got "
@@ -101,18 +112,35 @@ class ExperienceReplay(Pipe):
             values, n = [v[n - self.max_sz:] for v in values], self.max_sz
         start = self.pointer
         first = min(n, self.max_sz - start)
-        for (k, dest, row_shape), value in zip(self._slots, values):
+        for (k, _, row_shape, _), value in zip(self._slots, values):
             if value.shape[1:] != row_shape:
                 raise ValueError(f"Field {k!r} has shape {tuple(value.shape[1:])} per transition, "
                                  f"the replay stores {tuple(row_shape)}.")
-            if first == n:  # the common case: no wrap-around, so the value is copied without slicing it
-                dest[start:start + n].copy_(value, non_blocking=True)
+        if self._numpy_writes:
+            try:
+                # CPU storage is written through NumPy views of the same memory: a slice assignment
+                # of a few values costs a fraction of a torch slice + copy_
+                for (_, _, _, dest), value in zip(self._slots, values):
+                    self._write(dest, value.numpy(), start, first, n)
+            except (TypeError, RuntimeError):  # a value on a GPU or needing grad: torch copies below
+                pass
             else:
-                dest[start:start + first].copy_(value[:first], non_blocking=True)
-                dest[:n - first].copy_(value[first:], non_blocking=True)
+                values = ()
+        with torch.no_grad():
+            for (_, dest, _, _), value in zip(self._slots, values):
+                self._write(dest, value, start, first, n)
         self.pointer = (self.pointer + n) % self.max_sz
         self.size = min(self.size + n, self.max_sz)
         self.added += arrived
+
+    @staticmethod
+    def _write(dest, value, start: int, first: int, n: int):
+        "dest[start:start + n] = value, wrapping round to the front after `first` rows."
+        if first == n:
+            dest[start:start + n] = value
+        else:
+            dest[start:start + first] = value[:first]
+            dest[:n - first] = value[first:]
 
     def sample(self, bs: Optional[int] = None) -> TrainBatch:
         "A uniform sample (with replacement) of `bs` stored transitions."
