@@ -158,7 +158,10 @@ class ExperienceReplay(Pipe):
         self._gather(indices)
 
     def _gather(self, indices: Tensor):
-        self._ahead = {k: v.index_select(0, indices) for k, v in self.storage.items()}
+        # one gather per field, split into each round's batch up front (views, no copies)
+        fields = {k: v.index_select(0, indices).split(self.bs) for k, v in self.storage.items()}
+        self._ahead = [dict(zip(fields, batch)) for batch in zip(*fields.values())]
+        self._ahead_index_parts = indices.split(self.bs)
         self._ahead_indices, self._ahead_pos = indices, 0
 
     def _env_steps(self) -> int:
@@ -180,10 +183,9 @@ class ExperienceReplay(Pipe):
         if self._ahead is None or self._ahead_pos >= len(self._ahead_indices):
             self._prefetch(self._owed)
         self._owed -= 1
-        part = slice(self._ahead_pos, self._ahead_pos + self.bs)
+        i = self._ahead_pos // self.bs
         self._ahead_pos += self.bs
-        return TrainBatch(SimpleStep(**{k: v[part] for k, v in self._ahead.items()}),
-                          indices=self._ahead_indices[part])
+        return TrainBatch(SimpleStep(**self._ahead[i]), indices=self._ahead_index_parts[i])
 
     def get_state(self):
         "The stored transitions (only the filled part) and the counters."
