@@ -79,7 +79,7 @@ class QTarget(Pipe):
         self._targets = maybe_compile(self.targets, compile)
 
     def targets(self, step: SimpleStep) -> Tensor:
-        next_q = self.target_model(step.next_state).max(dim=-1).values
+        next_q = self.target_model(step.next_state).amax(dim=-1)
         return step.reward + bootstrap_discount(step, self.gamma) * next_q
 
     def next(self) -> TrainBatch:
