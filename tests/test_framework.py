@@ -1,4 +1,5 @@
 """Exact behaviour of each generic stage: data, env stepping, n-step, replay, agents, targets."""
+import copy
 import math
 
 import gymnasium as gym
@@ -409,6 +410,10 @@ def test_opt_stepper_fused_path_matches_clip_and_opt_step_bit_for_bit(opt_cls, c
         if clip is not None:
             nn.utils.clip_grad_norm_(reference.parameters(), clip, foreach=True)
         ref_opt.step()
+        if _ == 30:  # the optimizer state replaced from outside the stage, on both sides
+            saved = ref_opt.state_dict()
+            stepper.opt.load_state_dict(copy.deepcopy(saved))
+            ref_opt.load_state_dict(copy.deepcopy(saved))
     assert stepper._fused_plan  # the direct kernel call was used after the first round
     for p, q in zip(model.parameters(), reference.parameters()):
         assert torch.equal(p, q)

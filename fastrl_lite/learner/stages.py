@@ -91,7 +91,7 @@ class BasicOptStepper(Pipe):
             p.grad = None
         self._loss(batch).backward()
         plan = self._fused_plan if self._fused_plan is not None else self._plan_fused_step()
-        if not (plan and self._fused_step_ok() and self._fused_step(plan)):
+        if not (plan and self._fused_step_ok() and self._fused_step(self._fused_plan)):
             if self.clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm, foreach=True)
             self.opt.step()
@@ -136,8 +136,14 @@ class BasicOptStepper(Pipe):
         return self._fused_plan
 
     def _fused_step_ok(self) -> bool:
-        opt = self.opt
-        return (len(opt.param_groups) == 1 and not isinstance(self._fused_plan[1]["lr"], torch.Tensor)
+        opt, plan = self.opt, self._fused_plan
+        if opt.state.get(plan[2][0], {}).get("exp_avg") is not plan[3][0]:
+            # the optimizer's state was replaced (opt.load_state_dict): plan again from the new one
+            self._fused_plan = None
+            plan = self._plan_fused_step()
+            if not plan:
+                return False
+        return (len(opt.param_groups) == 1 and not isinstance(plan[1]["lr"], torch.Tensor)
                 and not (opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
                          or _optimizer_module._global_optimizer_pre_hooks
                          or _optimizer_module._global_optimizer_post_hooks))
