@@ -96,9 +96,15 @@ class GymStepper(Pipe):
         self._obs = self._as_tensor(obs)
         self._env_id = torch.arange(self.num_envs)
         # per-env bookkeeping stays in NumPy: a NumPy op on a few numbers costs a fraction of a torch op
-        self._episode_n = np.zeros(self.num_envs, dtype=np.int64)
-        self._step_n = np.zeros(self.num_envs, dtype=np.int64)
+        self._set_counters(np.zeros(self.num_envs, dtype=np.int64), np.zeros(self.num_envs, dtype=np.int64))
         self._returns = np.zeros(self.num_envs)
+
+    def _set_counters(self, episode_n: np.ndarray, step_n: np.ndarray):
+        """Per-env episode and step counters. They are replaced, never written in place, so the
+        tensors handed out with earlier steps keep their values: `episode_n`'s tensor is made only
+        when an episode ends, `step_n`'s once per step without a copy."""
+        self._episode_n, self._step_n = episode_n, step_n
+        self._episode_n_t = torch.from_numpy(episode_n)
 
     @staticmethod
     def _as_tensor(obs) -> torch.Tensor:
@@ -132,12 +138,11 @@ class GymStepper(Pipe):
             final = np.array(obs)
             final[idx] = np.stack(info["final_obs"][idx])
             next_state = self._as_tensor(final)
-        self._step_n += 1
+        self._step_n = self._step_n + 1  # a new array: the tensor below shares its memory
         step = SimpleStep(
             state=self._obs, action=action, reward=torch.from_numpy(reward.astype(np.float32)),
             next_state=next_state, terminated=torch.from_numpy(terminated), truncated=torch.from_numpy(truncated),
-            env_id=self._env_id, episode_n=torch.from_numpy(self._episode_n.copy()),
-            step_n=torch.from_numpy(self._step_n.copy()))
+            env_id=self._env_id, episode_n=self._episode_n_t, step_n=torch.from_numpy(self._step_n))
         if self.include_images:
             step.image = torch.from_numpy(np.stack(self.env.render()))
         self._returns += reward
@@ -145,8 +150,7 @@ class GymStepper(Pipe):
             for ret in self._returns[done]:
                 self.record("episode_return", (self.env_steps + self.num_envs, float(ret)))
             self._returns[done] = 0
-            self._episode_n += done
-            self._step_n[done] = 0
+            self._set_counters(self._episode_n + done, np.where(done, 0, self._step_n))
             self.episodes += int(done.sum())
         self._obs = next_obs
         self.env_steps += self.num_envs
@@ -176,12 +180,12 @@ class GymStepper(Pipe):
             self.env.envs, self.env.action_space = pickle.loads(state["envs"])
             self._obs, self._returns = state["obs"], state["returns"].copy()
             self._env_id = torch.arange(self.num_envs)
-            self._episode_n, self._step_n = state["episode_n"].copy(), state["step_n"].copy()
+            self._set_counters(state["episode_n"].copy(), state["step_n"].copy())
             return
         warnings.warn(f"{type(self.env).__name__} could not be saved with the checkpoint, so its episodes restart "
                       "from a reset; counters, replay and models are restored exactly.", RuntimeWarning)
         self._start()
-        self._episode_n = state["episode_n"].copy()
+        self._set_counters(state["episode_n"].copy(), self._step_n)
 
     def to(self, device):
         "Env steps stay on the CPU; the replay buffer moves them to its device when it stores them."
