@@ -90,8 +90,8 @@ class BasicOptStepper(Pipe):
         for p in self._params:  # zero_grad(set_to_none=True) without the optimizer's per-call hooks
             p.grad = None
         self._loss(batch).backward()
-        plan = self._fused_plan if self._fused_plan is not None else self._plan_fused_step()
-        if not (plan and self._fused_step_ok() and self._fused_step(self._fused_plan)):
+        plan = self._usable_plan()
+        if not (plan and self._fused_step(plan)):
             if self.clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm, foreach=True)
             self.opt.step()
@@ -135,18 +135,18 @@ class BasicOptStepper(Pipe):
                             [s["step"] for s in state], counter)
         return self._fused_plan
 
-    def _fused_step_ok(self) -> bool:
+    def _usable_plan(self):
+        "The fast path's plan for this round, or False where this round must go through `opt.step()`."
         opt, plan = self.opt, self._fused_plan
-        if opt.state.get(plan[2][0], {}).get("exp_avg") is not plan[3][0]:
-            # the optimizer's state was replaced (opt.load_state_dict): plan again from the new one
-            self._fused_plan = None
+        if plan and opt.state.get(plan[2][0], {}).get("exp_avg") is not plan[3][0]:
+            plan = None  # the optimizer's state was replaced (opt.load_state_dict): plan from the new one
+        if plan is None:
             plan = self._plan_fused_step()
-            if not plan:
-                return False
-        return (len(opt.param_groups) == 1 and not isinstance(plan[1]["lr"], torch.Tensor)
-                and not (opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
-                         or _optimizer_module._global_optimizer_pre_hooks
-                         or _optimizer_module._global_optimizer_post_hooks))
+        if not plan or len(opt.param_groups) != 1 or isinstance(plan[1]["lr"], torch.Tensor):
+            return False
+        hooks = (opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
+                 or _optimizer_module._global_optimizer_pre_hooks or _optimizer_module._global_optimizer_post_hooks)
+        return False if hooks else plan
 
     def _fused_step(self, plan):
         kernel, group, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, counter = plan
