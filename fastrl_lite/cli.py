@@ -28,8 +28,7 @@ def build_dqn(env_id: str, steps: int, seed: int, loggers):
     dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
     learner = DQNLearner(model, [dl], logger_bases=loggers, lr=2.3e-3, bs=64, max_sz=100_000, warmup=1000,
                          train_every=256, updates=128, gamma=0.99, target_sync=128, batches=1280)
-    rounds = (max(0, steps - 1000) // 256 + 1) * 128
-    return learner, math.ceil(rounds / learner.batches)
+    return learner, epochs_for(learner, steps)
 
 
 def build_ddpg(env_id: str, steps: int, seed: int, loggers):
@@ -49,8 +48,12 @@ def build_ddpg(env_id: str, steps: int, seed: int, loggers):
     dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
     learner = DDPGLearner(actor, critic, [dl], logger_bases=loggers, actor_lr=1e-3, critic_lr=1e-3, tau=0.005,
                           bs=256, max_sz=200_000, warmup=warmup, train_every=1, updates=1, gamma=0.98, batches=1000)
-    rounds = max(1, steps - warmup + 1)
-    return learner, math.ceil(rounds / learner.batches)
+    return learner, epochs_for(learner, steps)
+
+
+def epochs_for(learner, steps: int) -> int:
+    "Epochs that cover the gradient rounds `steps` env steps yield, as the learner's collector counts them."
+    return max(1, math.ceil(learner.collector.rounds_within(steps) / learner.batches))
 
 
 BUILDERS: Dict[str, Callable] = {"dqn": build_dqn, "ddpg": build_ddpg}

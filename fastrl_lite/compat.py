@@ -1,22 +1,27 @@
-"""Names a fastrl notebook uses around its pipelines, so its cells run here with only the imports
-changed: `from fastrl_lite.compat import *`.
+"""fastrl's names and the parameters fastrl_lite accepts only to keep them, so a fastrl notebook's
+cells run here with only the imports changed: `from fastrl_lite.compat import *`.
 
 Each name does real work in fastrl_lite's terms; where fastrl needed a separate object (an epoch or
-batch counter pipe) and fastrl_lite keeps the job in the `Learner`, the docstring says so.
+batch counter pipe) and fastrl_lite keeps the job in the `Learner`, the docstring says so. Nothing
+else in fastrl_lite defines a fastrl alias or an ignored parameter.
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Type
 
 import torch
 from torch import tensor
 
-from .learner import Learner
+from .learner import Learner, Update
+from .learner import LossCollector as _LossCollector
+from .loggers import ProgressBarLogger as _ProgressBarLogger
+from .loggers.video import FrameRecorder
 from .pipes import Pipe
 
 __all__ = ["dp", "IterableWrapper", "DataBlock", "L", "test_eq", "tensor", "EpocherCollector", "BatchCollector",
-           "VSCodeTransformBlock", "FrameRecorder"]
+           "VSCodeTransformBlock", "FrameRecorder", "BasicOptStepper", "LossCollector", "ProgressBarLogger",
+           "DQNAgent", "DDPGAgent"]
 
 
 class IterableWrapper(Pipe):
@@ -89,64 +94,49 @@ EpocherCollector = Learner
 BatchCollector = Learner
 
 
-class FrameRecorder(Pipe):
-    """Keeps the rendered frames (`step.image`, from a pipe built with `include_images=True`) of the
-    last `max_frames` steps of env 0, and shows them as an animation or writes them to a GIF."""
-
-    def __init__(self, source, max_frames: int = 1000):
-        super().__init__(source)
-        self.max_frames = max_frames
-        self.frames: Optional[torch.Tensor] = None
-        self.count = 0
-
-    def next(self):
-        step = next(self.source)
-        batch = step if not isinstance(step, list) else step[-1]
-        image = getattr(batch, "image", None)
-        if image is None:
-            raise ValueError("FrameRecorder needs rendered frames: build the pipe with include_images=True.")
-        frame = image[0]
-        if self.frames is None:
-            self.frames = torch.empty((self.max_frames, *frame.shape), dtype=frame.dtype)
-        self.frames[self.count % self.max_frames] = frame
-        self.count += 1
-        return step
-
-    def recorded(self) -> torch.Tensor:
-        "The kept frames, oldest first: [n, height, width, 3] uint8."
-        if self.frames is None:
-            return torch.empty(0, dtype=torch.uint8)
-        n = min(self.count, self.max_frames)
-        start = self.count % self.max_frames if self.count > self.max_frames else 0
-        return torch.roll(self.frames, -start, dims=0)[:n]
-
-    def save_gif(self, path, fps: int = 30):
-        "Write the kept frames to an animated GIF at `path`."
-        from PIL import Image
-        frames = [Image.fromarray(f) for f in self.recorded().numpy()]
-        if not frames:
-            raise ValueError("No frames recorded yet: iterate the pipe first.")
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
-        return path
-
-    def show(self, fps: int = 30):
-        "An HTML animation of the kept frames for a notebook (VS Code's or Jupyter's)."
-        from IPython.display import HTML
-        from matplotlib import animation
-        from matplotlib.figure import Figure
-        frames = self.recorded().numpy()
-        if not len(frames):
-            raise ValueError("No frames recorded yet: iterate the pipe first.")
-        fig = Figure(figsize=(4, 4))
-        ax = fig.subplots()
-        ax.axis("off")
-        shown = ax.imshow(frames[0])
-        anim = animation.FuncAnimation(fig, lambda i: shown.set_data(frames[i]), frames=len(frames),
-                                       interval=1000 / fps)
-        return HTML(anim.to_jshtml())
-
-
 def VSCodeTransformBlock(max_frames: int = 1000) -> Callable:
     """fastrl's block for watching an env in VS Code: wraps a pipe built with `include_images=True`
     in a `FrameRecorder`, whose `show()` animates and `save_gif()` saves what it recorded."""
     return lambda pipe: FrameRecorder(pipe, max_frames=max_frames)
+
+
+class BasicOptStepper(Update):
+    """fastrl's optimizer stage: an `opt` over `model`'s parameters minimising one loss of the batch
+    (`loss_key`, which may be left out when the batch carries exactly one), the gradient norm clipped
+    at `clip_grad_norm` when set. It is an `Update` with one optimizer; `.opt` is the optimizer."""
+
+    def __init__(self, source, model: torch.nn.Module, lr: float = 1e-3,
+                 opt: Type[torch.optim.Optimizer] = torch.optim.Adam, loss_key: Optional[str] = None,
+                 clip_grad_norm: Optional[float] = None, **opt_kwargs):
+        if not lr > 0:
+            raise ValueError(f"The learning rate must be > 0, got {lr}.")
+        optimizer = opt(model.parameters(), lr=lr, **opt_kwargs)
+        super().__init__(source, {loss_key: optimizer} if loss_key is not None else optimizer,
+                         clip_grad_norm=clip_grad_norm)
+        self.model, self.opt, self.loss_key = model, optimizer, loss_key
+
+
+class LossCollector(_LossCollector):
+    "fastrl's `LossCollector`; `main_buffers` is accepted and unused (the learner's record bus keeps the losses)."
+
+    def __init__(self, source, main_buffers=None):
+        super().__init__(source)
+
+
+class ProgressBarLogger(_ProgressBarLogger):
+    "fastrl's `ProgressBarLogger`; `epoch_on_pipe`/`batch_on_pipe` are accepted and unused (the learner counts both)."
+
+    def __init__(self, epoch_on_pipe=None, batch_on_pipe=None, show_bars: Optional[bool] = None):
+        super().__init__(show_bars=show_bars)
+
+
+def DQNAgent(model, logger_bases=None, *args, **kwargs):
+    "fastrl's `DQNAgent`; `logger_bases` is accepted and unused (records go to the learner that runs the agent)."
+    from .algos.dqn import DQNAgent as _DQNAgent
+    return _DQNAgent(model, *args, **kwargs)
+
+
+def DDPGAgent(model, logger_bases=None, *args, **kwargs):
+    "fastrl's `DDPGAgent`; `logger_bases` is accepted and unused (records go to the learner that runs the agent)."
+    from .algos.ddpg import DDPGAgent as _DDPGAgent
+    return _DDPGAgent(model, *args, **kwargs)

@@ -4,50 +4,137 @@ from __future__ import annotations
 import dataclasses
 import random
 from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SimpleStep", "TrainBatch", "Records", "set_seed", "default_device", "evaluating"]
+__all__ = ["SimpleStep", "FieldSpec", "register_field", "field_spec", "replay_fields", "env_steps_of", "TrainBatch",
+           "Records", "set_seed", "default_device", "evaluating"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """How a `SimpleStep` field is treated downstream of the stepper.
+
+    `nstep` says what an n-step transition keeps of the steps it merges: `"first"` (the first step's
+    value: the state acted on, the action taken, an agent's log-prob), `"last"` (the last step's
+    value: `next_state`, `terminated`), or `"discounted_sum"` (r0 + γ r1 + … + γ^(k-1) r_(k-1)).
+    `replay` says whether a replay buffer stores it by default (counters and rendered frames cost a
+    copy per env step and are not read by the losses)."""
+    nstep: str = "first"
+    replay: bool = True
+
+
+_NSTEP_RULES = ("first", "last", "discounted_sum")
+
+# The fields every transition has; an agent or an algorithm adds its own with `register_field`.
+FIELD_SPECS: Dict[str, FieldSpec] = {
+    "state": FieldSpec("first"), "action": FieldSpec("first"), "reward": FieldSpec("discounted_sum"),
+    "next_state": FieldSpec("last"), "terminated": FieldSpec("last"), "truncated": FieldSpec("last"),
+    "env_id": FieldSpec("last", replay=False), "episode_n": FieldSpec("first", replay=False),
+    "step_n": FieldSpec("first", replay=False), "nsteps": FieldSpec("last"),
+    "image": FieldSpec("first", replay=False),
+}
+CORE_FIELDS = tuple(FIELD_SPECS)
+
+
+def register_field(name: str, nstep: str = "first", replay: bool = True) -> FieldSpec:
+    """Declare how a new `SimpleStep` field is merged into n-step transitions and whether replay
+    buffers store it. Fields nobody declared are taken as `FieldSpec("first", replay=True)`."""
+    if nstep not in _NSTEP_RULES:
+        raise ValueError(f"nstep must be one of {_NSTEP_RULES}, got {nstep!r}.")
+    if name in CORE_FIELDS:
+        raise ValueError(f"{name!r} is a core SimpleStep field; its rules are fixed.")
+    if not name.isidentifier() or name.startswith("_") or name in _RESERVED:
+        raise ValueError(f"{name!r} cannot be a SimpleStep field: use a plain identifier that is not a method name.")
+    FIELD_SPECS[name] = spec = FieldSpec(nstep, replay)
+    return spec
+
+
+def field_spec(name: str) -> FieldSpec:
+    "The rules of field `name` (the defaults for fields nobody registered)."
+    return FIELD_SPECS.get(name) or _DEFAULT_SPEC
+
+
+_DEFAULT_SPEC = FieldSpec()
+
+
+def replay_fields(names: Iterable[str]) -> Tuple[str, ...]:
+    "The fields among `names` a replay buffer stores by default."
+    return tuple(k for k in names if field_spec(k).replay)
+
+
 class SimpleStep:
     """A batch of transitions: every field is a tensor whose first dimension is the batch.
+
+    The core fields are `state, action, reward, next_state, terminated, truncated, env_id,
+    episode_n, step_n` (and `nsteps` after n-step merging, `image` when frames are rendered); a
+    field that is absent reads as None. The record is open: an agent's extras (a log-prob, a value)
+    and an algorithm's fields (returns, advantages) are set like any other, `SimpleStep(log_prob=…)`
+    or `step.log_prob = …`, and `register_field` says how n-step merging and replay treat them.
 
     `terminated` means the MDP ended (no bootstrapping from `next_state`); `truncated` means a time
     limit cut the episode (bootstrapping from `next_state` is still right). `nsteps` is how many env
     steps an n-step transition spans, so the bootstrap discount is `gamma ** nsteps`.
+
+    `env_steps`, not a field, is how many env steps produced this item (the stepper sets it, stages
+    that merge or drop transitions carry it on), so a collector counts env steps from the data.
     """
-    state: Optional[Tensor] = None
-    action: Optional[Tensor] = None
-    reward: Optional[Tensor] = None
-    next_state: Optional[Tensor] = None
-    terminated: Optional[Tensor] = None
-    truncated: Optional[Tensor] = None
-    env_id: Optional[Tensor] = None
-    episode_n: Optional[Tensor] = None
-    step_n: Optional[Tensor] = None
-    nsteps: Optional[Tensor] = None
-    image: Optional[Tensor] = None
+    state = action = reward = next_state = terminated = truncated = None
+    env_id = episode_n = step_n = nsteps = image = None
+    env_steps: Optional[int] = None
+
+    def __init__(self, *args: Optional[Tensor], **fields: Optional[Tensor]):
+        if len(args) > len(CORE_FIELDS):
+            raise TypeError(f"SimpleStep takes at most {len(CORE_FIELDS)} positional fields ({', '.join(CORE_FIELDS)}).")
+        for name, value in zip(CORE_FIELDS, args):
+            if name in fields:
+                raise TypeError(f"SimpleStep got field {name!r} twice.")
+            fields[name] = value
+        d = self.__dict__
+        for name, value in fields.items():
+            if value is not None:
+                if name in _RESERVED or name.startswith("_"):
+                    raise TypeError(f"{name!r} cannot be a SimpleStep field: it names a SimpleStep method.")
+                d[name] = value
 
     def fields(self) -> Dict[str, Tensor]:
         "The fields that hold a tensor, by name."
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if getattr(self, f.name) is not None}
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, Tensor)}
+
+    def replace(self, **changes) -> "SimpleStep":
+        "A new step with some fields changed (None removes one); the others are shared, not copied."
+        out = SimpleStep(**{**self.fields(), **changes})
+        out.env_steps = self.env_steps
+        return out
 
     def __len__(self) -> int:
-        for value in self.fields().values():
-            return value.shape[0]
+        for value in self.__dict__.values():
+            if isinstance(value, Tensor):
+                return value.shape[0]
         return 0
 
     def __getitem__(self, index) -> "SimpleStep":
         return SimpleStep(**{k: v[index] for k, v in self.fields().items()})
 
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SimpleStep):
+            return NotImplemented
+        a, b = self.fields(), other.fields()
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        body = ",\n".join(f"  {k}={v!r}".replace("\n", "\n  ") for k, v in self.fields().items())
+        return f"SimpleStep(\n{body})" if body else "SimpleStep()"
+
     def to(self, device, non_blocking: bool = False) -> "SimpleStep":
-        return SimpleStep(**{k: v.to(device, non_blocking=non_blocking) for k, v in self.fields().items()})
+        out = SimpleStep(**{k: v.to(device, non_blocking=non_blocking) for k, v in self.fields().items()})
+        out.env_steps = self.env_steps
+        return out
 
     @property
     def done(self) -> Tensor:
@@ -56,12 +143,31 @@ class SimpleStep:
 
     @classmethod
     def cat(cls, steps: Iterable["SimpleStep"]) -> "SimpleStep":
-        "Concatenate batches along the batch dimension."
+        "Concatenate batches along the batch dimension (their `env_steps` add up)."
         steps = list(steps)
         if not steps:
             raise ValueError("SimpleStep.cat needs at least one step.")
         names = steps[0].fields().keys()
-        return cls(**{k: torch.cat([getattr(s, k) for s in steps]) for k in names})
+        for s in steps[1:]:
+            if s.fields().keys() != names:
+                raise ValueError(f"SimpleStep.cat needs steps with the same fields, got {sorted(names)} "
+                                 f"and {sorted(s.fields())}.")
+        out = cls(**{k: torch.cat([getattr(s, k) for s in steps]) for k in names})
+        counts = [s.env_steps for s in steps]
+        out.env_steps = None if None in counts else sum(counts)
+        return out
+
+
+# names a field cannot take: SimpleStep's methods and properties
+_RESERVED = frozenset(n for n in dir(SimpleStep) if not n.startswith("_")) - set(CORE_FIELDS) - {"env_steps"}
+
+
+def env_steps_of(item) -> int:
+    """How many env steps an item from an env pipeline stands for: its `env_steps` when a stepper set
+    it, else one per transition; a list of steps (a `Batcher`'s) counts each."""
+    if isinstance(item, SimpleStep):
+        return item.env_steps if item.env_steps is not None else len(item)
+    return sum(env_steps_of(s) for s in item)
 
 
 @dataclasses.dataclass

@@ -64,9 +64,10 @@ def test_in_process_save_restores_every_stage(tmp_path):
     # replay contents, ε schedule, n-step windows, target network and the optimizer all came back
     restored = other.state_dict()
     replay_a, replay_b = state["pipe"], restored["pipe"]
-    while "storage" not in replay_a:
+    while "buffer" not in replay_a:
         replay_a, replay_b = replay_a["source"], replay_b["source"]
-    assert replay_a["size"] == replay_b["size"] > 0
+    replay_a, replay_b = replay_a["buffer"], replay_b["buffer"]
+    assert replay_a["writer"]["size"] == replay_b["writer"]["size"] > 0
     assert all(torch.equal(replay_a["storage"][k], replay_b["storage"][k]) for k in replay_a["storage"])
     assert other.stepper.agent.state_dict() == state_agent(state)
     assert other.batch == 60 and other.epoch == 1

@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from fastrl_lite import GymDataPipe, GymStepper, SimpleStep, TrainBatch, evaluating, make_vec_env, set_seed
+from fastrl_lite import (GymDataPipe, GymStepper, SimpleStep, TrainBatch, evaluating, find_pipe, find_pipes,
+                         make_vec_env, set_seed)
+from fastrl_lite.agents import RandomStartRunner
 from fastrl_lite.algos import ddpg
 from fastrl_lite.algos.ddpg import (ActionClip, ActionUnbatcher, Actor, ActorLossProcessor, Critic, CriticLossProcessor,
                                     DDPGAgent, DDPGLearner, ExplorationComparisonLogger, GaussianNoise,
@@ -38,8 +40,8 @@ def test_initialisers_touch_linear_layers_only():
     assert torch.all(layer.bias == 0.5) and layer.weight.abs().max() <= (6 / 90) ** 0.5
     init_kaiming_normal_weights(layer)
     assert torch.all(layer.bias == 0.01)
-    init_uniform_weights(layer, bound=1e-4)
-    assert layer.weight.abs().max() <= 1e-4 and layer.bias.abs().max() <= 1e-4
+    init_uniform_weights(layer, bound=1e-4)  # fastrl's: the weights only, the bias keeps its 0.01
+    assert layer.weight.abs().max() <= 1e-4 and torch.all(layer.bias == 0.01)
     for init in (init_xavier_uniform_weights, init_kaiming_normal_weights, partial(init_uniform_weights, bound=1)):
         init(conv)
     assert torch.equal(conv.weight, conv_weight)
@@ -125,7 +127,7 @@ def test_ornstein_uhlenbeck_is_temporally_correlated_and_decays():
     assert ou.steps == 100 and ou.epsilon == 0.0
 
 
-def test_noise_is_per_env_and_off_in_eval():
+def test_noise_is_per_env_and_off_in_eval(seeded):
     actor = Actor(3, 1, 16, 16)
     agent = DDPGAgent(actor, exploration=partial(OrnsteinUhlenbeck, sigma=1.0, dt=1.0, min_epsilon=1))
     state = torch.zeros(4, 3)
@@ -134,7 +136,7 @@ def test_noise_is_per_env_and_off_in_eval():
     with evaluating(actor):
         greedy = agent(SimpleStep(state=state))
         assert torch.equal(greedy, agent(SimpleStep(state=state)))
-    ou = ddpg.find_pipe(agent, OrnsteinUhlenbeck)
+    ou = find_pipe(agent, OrnsteinUhlenbeck)
     assert ou.steps == 4
     with pytest.raises(ValueError, match="action_sz"):
         list(OrnsteinUhlenbeck(IterableWrapper(torch.zeros(2, 1, 3)), action_sz=2))
@@ -157,11 +159,12 @@ def test_random_start_runner_skips_the_actor_then_hands_over():
     calls = []
     hook = actor.register_forward_hook(lambda *args: calls.append(1))
     random_part = agent(SimpleStep(state=torch.zeros(6, 3)))
-    assert calls == [] and random_part.unique().numel() == 6 and random_part.abs().max() <= 2.0
-    assert torch.allclose(agent(SimpleStep(state=torch.zeros(2, 3))), torch.full((2, 1), 2.0))
+    assert calls == [] and random_part.unique().numel() == 6 and random_part.abs().max() <= 1.0
+    assert agent.to_env(random_part).abs().max() <= 2.0  # uniform over the env's bounds once scaled
+    assert torch.allclose(agent.to_env(agent(SimpleStep(state=torch.zeros(2, 3)))), torch.full((2, 1), 2.0))
     assert calls == [1]
     hook.remove()
-    runner = ddpg.find_pipe(agent, ddpg.RandomStartRunner)
+    runner = find_pipe(agent, RandomStartRunner)
     assert runner.get_state()["steps"] == 6
 
 
@@ -183,24 +186,29 @@ def _saturated_actor(sign: float) -> Actor:
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_agent_scales_to_pendulum_bounds(sign):
+    "The agent acts in the actor's [-1, 1]; its `to_env` scales onto the env's bounds at the boundary."
     actor = _saturated_actor(sign)
     space = gym.make("Pendulum-v1").action_space
     agent = DDPGAgent(actor, action_space=space)
     with evaluating(actor):
         action = agent(SimpleStep(state=torch.zeros(2, 3)))
-    assert torch.allclose(action, torch.full((2, 1), 2.0 * sign))
+    assert torch.allclose(action, torch.full((2, 1), sign))
+    assert torch.allclose(agent.to_env(action), torch.full((2, 1), 2.0 * sign))
     explored = agent(SimpleStep(state=torch.zeros(500, 3)))
-    assert explored.abs().max() <= 2.0
+    assert explored.abs().max() <= 1.0 and agent.to_env(explored).abs().max() <= 2.0
 
 
-def test_learner_attaches_env_bounds_to_page_style_agent():
-    actor, critic = _saturated_actor(1.0), Critic(3, 1, 16, 16)
+def test_stepper_scales_page_style_agent_to_env_bounds():
+    "A page-style `DDPGAgent(actor)` takes the bounds of the env its stepper steps."
+    actor = _saturated_actor(1.0)
     agent = DDPGAgent(actor)
     with evaluating(actor):
         assert agent(SimpleStep(state=torch.zeros(1, 3))).item() == pytest.approx(1.0)
-    DDPGLearner(actor, critic, [GymDataPipe(["Pendulum-v1"], agent=agent, seed=0)])
+    stepper = find_pipe(GymDataPipe(["Pendulum-v1"], agent=agent, seed=0), GymStepper)
     with evaluating(actor):
-        assert agent(SimpleStep(state=torch.zeros(1, 3))).item() == pytest.approx(2.0)
+        step = next(stepper)
+        assert step.action.item() == pytest.approx(1.0)  # stored in the actor's unit
+        assert stepper.to_env(step.action).item() == pytest.approx(2.0)  # what Pendulum received
 
 
 def test_asymmetric_bounds():
@@ -209,9 +217,11 @@ def test_asymmetric_bounds():
     with torch.no_grad():
         actor.head.weight.zero_()
         actor.head.bias.copy_(torch.tensor([-10.0, 0.0]))
+    agent = DDPGAgent(actor, action_space=space)
     with evaluating(actor):
-        action = DDPGAgent(actor, action_space=space)(SimpleStep(state=torch.zeros(1, 3)))
-    assert torch.allclose(action, torch.tensor([[0.0, 1.0]]))
+        action = agent(SimpleStep(state=torch.zeros(1, 3)))
+    assert torch.allclose(action, torch.tensor([[-1.0, 0.0]]))
+    assert torch.allclose(agent.to_env(action), torch.tensor([[0.0, 1.0]]))
 
 
 # --- the target maths ----------------------------------------------------------------------------
@@ -282,19 +292,17 @@ def _pendulum_learner(**kwargs):
 
 def test_learner_polyak_averages_both_targets_with_tau():
     actor, critic, learner = _pendulum_learner(tau=0.01)
-    updaters = ddpg.find_pipes(learner.pipe, SoftTargetUpdater)
+    updaters = find_pipes(learner.pipe, SoftTargetUpdater)
     targets = {u.model: u.target_model for u in updaters}
     assert set(targets) == {actor, critic}
     next(learner.pipe)  # after one round the online nets have moved away from their targets
-    before = {m: ([p.detach().clone() for p in m.parameters()], [p.detach().clone() for p in t.parameters()])
-              for m, t in targets.items()}
-    next(learner.pipe)  # the updaters run before this round's optimizer steps
+    old_targets = {m: [p.detach().clone() for p in t.parameters()] for m, t in targets.items()}
+    next(learner.pipe)  # the optimizer steps, then the updaters, as in the paper's Algorithm 1
     for model, target in targets.items():
-        online, old_target = before[model]
-        for p, old, new in zip(online, old_target, target.parameters()):
-            assert torch.allclose(new, old + 0.01 * (p - old), atol=1e-6)
-        assert not torch.allclose(online[0], old_target[0])
-    loss_stage = ddpg.find_pipe(learner.pipe, CriticLossProcessor)
+        for p, old, new in zip(model.parameters(), old_targets[model], target.parameters()):
+            assert torch.allclose(new, old + 0.01 * (p.detach() - old), atol=1e-6)
+        assert not torch.allclose(next(model.parameters()), old_targets[model][0])
+    loss_stage = find_pipe(learner.pipe, CriticLossProcessor)
     assert loss_stage.t_critic is targets[critic] and loss_stage.t_actor is targets[actor]
 
 
@@ -393,10 +401,11 @@ def test_pixel_observations_end_to_end():
     stepper = GymStepper(env, DDPGAgent(actor), seed=0, n=200)
     learner = DDPGLearner(actor, critic, [stepper], bs=16, max_sz=500, warmup=64, batches=40, critic_lr=1e-3)
     learner.fit(1)
-    replay = ddpg.find_pipe(learner.pipe, ddpg.ExperienceReplay)
-    assert replay.storage["state"].dtype == torch.uint8 and replay.storage["state"].shape[1:] == (3, 32, 32)
+    replay = learner.collector.buffer
+    stored = replay.storage.tensors
+    assert stored["state"].dtype == torch.uint8 and stored["state"].shape[1:] == (3, 32, 32)
     assert learner.batch == 40 and np.isfinite(learner.history[-1]["critic_loss"])
-    assert replay.storage["action"][:len(replay)].abs().max() <= 2.0
+    assert stored["action"][:len(replay)].abs().max() <= 1.0  # the actor's unit, not Pendulum's [-2, 2]
     env.close()
 
 

@@ -1,20 +1,21 @@
 """fastrl's DDPG page, cell by cell, with only the imports changed.
 
-The page's `test_eq(str(...), str(tensor([[0.0083]])))` lines compare against numbers produced by
-fastrl's order of random draws; here the same cells check what those numbers stand for: the shape,
-the tanh bound and the near-zero output of the small final-layer initialisation."""
+The network cells assert the page's own printed values (`str(tensor([[0.0083]]))`): the layers are
+created and initialised in fastrl's order, with fastrl's initialisers. The one exception is the
+image critic: fastrl's `ddpg_conv2d_block` passed its 32 filters as the kernel size (the page prints
+`Conv2d(3, 3, kernel_size=(32, 32))`), and ours builds the paper's 32 filters of 3x3, so the pixel
+features, and with them the critic's value, differ from the page's 0.0102."""
 import matplotlib
 import pytest
 import torch
 
 from fastrl_lite import SimpleStep, default_device, evaluating
 from fastrl_lite.algos.ddpg import (ActorLossProcessor, Actor, BasicOptStepper, Critic, CriticLossProcessor,
-                                    DDPGAgent, DDPGLearner, ExplorationComparisonLogger, LossCollector,
+                                    DDPGLearner, ExplorationComparisonLogger, LossCollector,
                                     OrnsteinUhlenbeck, SoftTargetUpdater, ddpg_conv2d_block)
-from fastrl_lite.compat import (BatchCollector, DataBlock, EpocherCollector, FrameRecorder, L, VSCodeTransformBlock,
-                                dp, tensor, test_eq)
+from fastrl_lite.compat import (BatchCollector, DataBlock, DDPGAgent, EpocherCollector, FrameRecorder, L,
+                                ProgressBarLogger, VSCodeTransformBlock, dp, tensor, test_eq)
 from fastrl_lite.envs import GymTransformBlock
-from fastrl_lite.loggers import ProgressBarLogger
 from fastrl_lite.memory import StepBatcher
 
 matplotlib.use("Agg")
@@ -36,9 +37,10 @@ def test_critic_cells():
     action = torch.randn(1, 2)
 
     with torch.no_grad(), evaluating(critic):
-        q = critic(state, action)
-    test_eq(q.shape, (1, 1))
-    assert q.abs().item() < 0.05
+        test_eq(
+            str(critic(state, action)),
+            str(tensor([[0.0083]]))
+        )
 
     torch.manual_seed(0)
 
@@ -52,8 +54,8 @@ def test_critic_cells():
 
     with torch.no_grad(), evaluating(critic):
         q = critic(state, action)
-    test_eq(q.shape, (1, 1))
-    assert q.abs().item() < 0.05
+    # the page prints tensor([[0.0102]]) from fastrl's kernel-size-32 block; the paper's block gives:
+    test_eq(str(q), str(tensor([[0.0099]])))
 
 
 def test_actor_cells():
@@ -63,9 +65,10 @@ def test_actor_cells():
     state = torch.randn(1, 4)
 
     with torch.no_grad(), evaluating(actor):
-        a = actor(state)
-    test_eq(a.shape, (1, 2))
-    assert a.abs().max().item() < 0.05
+        test_eq(
+            str(actor(state)),
+            str(tensor([[0.0101, 0.0083]]))
+        )
 
     torch.manual_seed(0)
 
@@ -78,9 +81,10 @@ def test_actor_cells():
     action = torch.randn(1, 2)
 
     with torch.no_grad(), evaluating(actor):
-        a = actor(state)
-    test_eq(a.shape, (1, 2))
-    assert a.abs().max().item() <= 1
+        test_eq(
+            str(actor(state)),
+            str(tensor([[0.0100, 0.0100]]))
+        )
 
 
 def test_ornstein_uhlenbeck_cell():

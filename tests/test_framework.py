@@ -208,36 +208,38 @@ def test_update_to_data_ratio_and_warmup():
     assert replay.added == 19
 
 
-def _burst_replay(prefetch_bytes=None):
-    replay = ExperienceReplay(IterableWrapper(numbered(1, start=i) for i in range(1000)), bs=4, max_sz=100,
-                              warmup=10, train_every=8, updates=6)
-    if prefetch_bytes is not None:
-        replay.prefetch_bytes = prefetch_bytes
-    return replay
+def _burst_replay():
+    return ExperienceReplay(IterableWrapper(numbered(1, start=i) for i in range(1000)), bs=4, max_sz=100,
+                            warmup=10, train_every=8, updates=6)
 
 
-def test_replay_burst_draws_the_same_batches_as_round_by_round_sampling():
+def test_collector_batches_are_the_buffers_round_by_round_samples():
+    "A burst of rounds draws exactly what sampling the buffer once per round draws, in order."
     torch.manual_seed(3)
     replay = _burst_replay()
-    together = [next(replay).step.reward for _ in range(12)]
+    batches = [next(replay) for _ in range(6)]  # the first burst: the buffer holds the first 10
     torch.manual_seed(3)
-    replay = _burst_replay(prefetch_bytes=1)  # too small for two batches: one draw per round
-    one_by_one = [next(replay).step.reward for _ in range(12)]
-    assert all(torch.equal(a, b) for a, b in zip(together, one_by_one))
-    assert len({tuple(r.tolist()) for r in together}) > 6  # real draws, not one batch repeated
+    reference = ExperienceReplay(None, bs=4, max_sz=100)
+    reference.add(SimpleStep.cat([numbered(1, start=i) for i in range(10)]))
+    for batch in batches:
+        expected = reference.sample()
+        assert torch.equal(batch.step.reward, expected.step.reward) and torch.equal(batch.indices, expected.indices)
+    assert torch.equal(batches[0].step.reward, batches[0].indices.float())  # indices name the rows drawn
+    assert len({tuple(b.indices.tolist()) for b in batches}) > 3  # real draws, not one batch repeated
 
 
-def test_replay_checkpoint_mid_burst_hands_out_the_rest_of_the_burst():
+def test_replay_checkpoint_mid_burst_continues_the_burst():
     torch.manual_seed(4)
     replay = _burst_replay()
-    first = [next(replay) for _ in range(3)]  # half of a 6-round burst
-    state = replay.state_dict()
-    rest = [next(replay).step.reward for _ in range(3)]
+    for _ in range(3):  # half of a 6-round burst
+        next(replay)
+    state, rng = replay.state_dict(), torch.get_rng_state()
+    rest = [next(replay).step.reward for _ in range(5)]  # the burst's last 3, then a new collection
     restored = _burst_replay()
     restored.reset(state)
-    torch.manual_seed(99)  # the rest of the burst was drawn before the checkpoint: no new draws
+    torch.set_rng_state(rng)  # a Learner checkpoint restores the RNGs with the pipeline
     assert all(torch.equal(next(restored).step.reward, r) for r in rest)
-    assert restored.added == replay.added and len(first) == 3
+    assert restored.added == replay.added and restored.owed == replay.owed
 
 
 def test_replay_stores_values_that_need_grad_or_other_dtypes_through_torch_copies():
@@ -394,7 +396,8 @@ class _RegressionLosses:
 @pytest.mark.parametrize("opt_cls", [torch.optim.Adam, torch.optim.AdamW])
 @pytest.mark.parametrize("clip", [None, 0.05])
 def test_opt_stepper_fused_path_matches_clip_and_opt_step_bit_for_bit(opt_cls, clip):
-    from fastrl_lite.learner import BasicOptStepper
+    from fastrl_lite.compat import BasicOptStepper
+    from fastrl_lite.learner.fused_adam import uses_fast_path
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
     reference = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
@@ -414,7 +417,7 @@ def test_opt_stepper_fused_path_matches_clip_and_opt_step_bit_for_bit(opt_cls, c
             saved = ref_opt.state_dict()
             stepper.opt.load_state_dict(copy.deepcopy(saved))
             ref_opt.load_state_dict(copy.deepcopy(saved))
-    assert stepper._fused_plan  # the direct kernel call was used after the first round
+    assert uses_fast_path(stepper.opt)  # the direct kernel call was used after the first round
     for p, q in zip(model.parameters(), reference.parameters()):
         assert torch.equal(p, q)
     # the optimizer's own state advanced, so checkpoints of it stay right
@@ -423,17 +426,18 @@ def test_opt_stepper_fused_path_matches_clip_and_opt_step_bit_for_bit(opt_cls, c
 
 
 def test_opt_stepper_takes_opt_step_for_other_optimizers_and_hooks():
-    from fastrl_lite.learner import BasicOptStepper
+    from fastrl_lite.compat import BasicOptStepper
+    from fastrl_lite.learner.fused_adam import uses_fast_path
     model = nn.Linear(4, 2)
     sgd = BasicOptStepper(_RegressionLosses(model), model, lr=0.1, opt=torch.optim.SGD)
     before = model.weight.detach().clone()
     sgd.next(), sgd.next()
-    assert sgd._fused_plan is False and not torch.equal(model.weight, before)
+    assert not uses_fast_path(sgd.opt) and not torch.equal(model.weight, before)
     model = nn.Linear(4, 2)
     adam = BasicOptStepper(_RegressionLosses(model), model, lr=0.1, fused=True)
     for _ in range(3):
         adam.next()
-    assert adam._fused_plan
+    assert uses_fast_path(adam.opt)
     calls = []
     adam.opt.register_step_post_hook(lambda opt, args, kwargs: calls.append(1))
     for _ in range(2):

@@ -1,5 +1,8 @@
 from .core import (AgentBase, AgentHead, StepFieldSelector, SimpleModelRunner, ArgMaxFeed, EpsilonSchedule,
-                   DiscreteEpsilonRandomSelect, ActionClip, ActionUnbatcher, ActionScaler, is_exploring)
+                   DiscreteEpsilonRandomSelect, ActionClip, ActionUnbatcher)
+from .continuous import (OrnsteinUhlenbeck, GaussianNoise, ExplorationComparisonLogger, RandomStartRunner, ActionScaler,
+                         check_continuous)
 
 __all__ = ["AgentBase", "AgentHead", "StepFieldSelector", "SimpleModelRunner", "ArgMaxFeed", "EpsilonSchedule",
-           "DiscreteEpsilonRandomSelect", "ActionClip", "ActionUnbatcher", "ActionScaler", "is_exploring"]
+           "DiscreteEpsilonRandomSelect", "ActionClip", "ActionUnbatcher", "OrnsteinUhlenbeck", "GaussianNoise",
+           "ExplorationComparisonLogger", "RandomStartRunner", "ActionScaler", "check_continuous"]

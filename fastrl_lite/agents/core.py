@@ -2,7 +2,7 @@
 -> `AgentHead`. Calling the head with steps pushes them in at the base and pulls actions out."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,7 @@ from ..core import SimpleStep
 from ..pipes import Pipe, find_pipe
 
 __all__ = ["AgentBase", "AgentHead", "StepFieldSelector", "SimpleModelRunner", "ArgMaxFeed", "EpsilonSchedule",
-           "DiscreteEpsilonRandomSelect", "ActionClip", "ActionUnbatcher", "ActionScaler", "is_exploring"]
+           "DiscreteEpsilonRandomSelect", "ActionClip", "ActionUnbatcher"]
 
 
 class AgentBase(Pipe):
@@ -56,7 +56,8 @@ class SimpleModelRunner(Pipe):
 
     def __init__(self, source, model: nn.Module):
         super().__init__(source)
-        self.model = model
+        self.model = model if model is not None else getattr(source, "model", None) if isinstance(
+            source, SimpleModelRunner) else None
         # Module.to() moves parameters in place, so one parameter tells the model's device for good;
         # walking model.parameters() on every env step would cost more than the forward of a small MLP
         self._probe = next(model.parameters(), None)
@@ -68,14 +69,6 @@ class SimpleModelRunner(Pipe):
             return self.model(x.to(device, torch.float32, non_blocking=True))
 
 
-def is_exploring(stage: Pipe) -> bool:
-    """Exploration is on while the agent's model trains and off once it is put in eval mode (a stage
-    with no model upstream always explores). The model runner is looked up once per stage."""
-    if not hasattr(stage, "_runner"):
-        stage._runner = find_pipe(stage, SimpleModelRunner, required=False)
-    return stage._runner is None or stage._runner.model.training
-
-
 class ArgMaxFeed(Pipe):
     "Greedy discrete actions: the argmax over the last dimension (Q-values in, actions out)."
 
@@ -85,14 +78,17 @@ class ArgMaxFeed(Pipe):
 
 class EpsilonSchedule(Pipe):
     """The base of exploration stages: ε falls linearly from `max_epsilon` to `min_epsilon` over
-    `max_steps` **env steps** (each row of a batch is one env step), counted only while the agent's
-    model trains unless `decrement_on_val`. While the model is in eval mode a subclass should act
-    greedily unless `explore_on_val`."""
+    `max_steps` **env steps** (each row of a batch is one env step), counted only while `model` (the
+    network the agent runs) trains unless `decrement_on_val`. While `model` is in eval mode a
+    subclass acts greedily unless `explore_on_val`. `model` defaults to the model of the stage's
+    source when that is a model runner (`SimpleModelRunner`); with none the stage always explores."""
     state_attrs = ("steps",)
 
     def __init__(self, source, min_epsilon: float = 0.2, max_epsilon: float = 1.0, max_steps: int = 100,
-                 decrement_on_val: bool = False, explore_on_val: bool = False):
+                 decrement_on_val: bool = False, explore_on_val: bool = False, model: Optional[nn.Module] = None):
         super().__init__(source)
+        self.model = model if model is not None else getattr(source, "model", None) if isinstance(
+            source, SimpleModelRunner) else None
         if not 0 <= min_epsilon <= max_epsilon:
             raise ValueError(f"Need 0 <= min_epsilon ({min_epsilon}) <= max_epsilon ({max_epsilon}).")
         if max_steps < 1:
@@ -109,7 +105,7 @@ class EpsilonSchedule(Pipe):
 
     def advance(self, env_steps: int) -> Optional[float]:
         """Count `env_steps` on the schedule; returns the ε to explore with, or None to act greedily."""
-        training = is_exploring(self)
+        training = self.model is None or self.model.training
         epsilon = self.epsilon if training or self.explore_on_val else None
         if training or self.decrement_on_val:
             self.steps += env_steps
@@ -122,10 +118,10 @@ class DiscreteEpsilonRandomSelect(EpsilonSchedule):
     "ε-greedy on Q-values: with probability ε a uniformly random action, else the argmax."
 
     def __init__(self, source, min_epsilon: float = 0.2, max_epsilon: float = 1.0, max_steps: int = 100,
-                 decrement_on_val: bool = False, explore_on_val: bool = False):
+                 decrement_on_val: bool = False, explore_on_val: bool = False, model: Optional[nn.Module] = None):
         if max_epsilon > 1:
             raise ValueError(f"ε is a probability: need max_epsilon <= 1, got {max_epsilon}.")
-        super().__init__(source, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val)
+        super().__init__(source, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val, model)
 
     def next(self) -> Tensor:
         q = next(self.source)
@@ -149,22 +145,6 @@ class ActionClip(Pipe):
         return torch.clip(next(self.source), self.clip_min, self.clip_max)
 
 
-class ActionScaler(Pipe):
-    "Maps actions from [-1, 1] (a tanh output) onto the environment's bounds [low, high]."
-
-    def __init__(self, source, low, high):
-        super().__init__(source)
-        self.low = torch.as_tensor(low, dtype=torch.float32)
-        self.high = torch.as_tensor(high, dtype=torch.float32)
-        if not (torch.isfinite(self.low).all() and torch.isfinite(self.high).all()):
-            raise ValueError(f"Action bounds must be finite to scale a bounded actor, got low={low}, high={high}; "
-                             "wrap the env with gymnasium.wrappers.ClipAction or RescaleAction first.")
-
-    def next(self) -> Tensor:
-        a = next(self.source)
-        return self.low + (a + 1) * 0.5 * (self.high - self.low)
-
-
 class ActionUnbatcher(Pipe):
     "Removes the batch dim from a batch of one action."
 
@@ -174,15 +154,21 @@ class ActionUnbatcher(Pipe):
 
 
 class AgentHead(Pipe):
-    """The callable end of an agent pipeline: `agent(steps)` returns the actions for those steps.
-    `agent.model` is the network the agent runs (put it in eval mode for greedy actions)."""
+    """The callable end of an agent pipeline: `agent(steps)` returns the actions for those steps, or
+    a dict with an `"action"` entry and the agent's extras (a log-prob, a value), which the stepper
+    carries into the step as fields of the same names.
 
-    def __init__(self, source):
+    `model` is the network the agent runs (put it in eval mode for greedy actions); by default the
+    `AgentBase`'s. `to_env` maps actions onto what the env takes, once, at the env boundary (e.g. an
+    `ActionScaler` from a tanh policy's [-1, 1] onto the env's bounds); the steps keep the agent's
+    own actions, so every network sees actions in one unit."""
+
+    def __init__(self, source, model: Optional[nn.Module] = None, to_env: Optional[Callable] = None):
         super().__init__(source)
         self.base = find_pipe(source, AgentBase)
-        runner = find_pipe(source, SimpleModelRunner, required=False)
-        self.model = runner.model if runner is not None else self.base.model
+        self.model = model if model is not None else self.base.model
+        self.to_env = to_env
 
-    def __call__(self, steps: Union[SimpleStep, Sequence[SimpleStep]]) -> Tensor:
+    def __call__(self, steps: Union[SimpleStep, Sequence[SimpleStep]]):
         self.base.feed(steps)
         return next(self)

@@ -62,11 +62,16 @@ class GymStepper(Pipe):
     """Steps a vector env with an agent and yields one `SimpleStep` of `num_envs` transitions per
     vector step.
 
+    The agent's actions are stored as it returned them; its `to_env` (an `ActionScaler` for a tanh
+    policy), bound here to the env's action space, maps them onto what the env takes. An agent may
+    return a dict with an `"action"` entry and extras (a log-prob, a value), which become fields of
+    the step. Each step's `env_steps` is the number of env steps it holds (`num_envs`).
+
     The env is seeded once, on its first reset, so later episodes differ. `terminated` and
     `truncated` are kept apart. `episode_n` counts each env's finished episodes and `step_n` the
     steps of the current one (1 on an episode's first transition). With `agent=None` actions are
     sampled from the action space. `n` caps the total env steps (transitions) yielded. A NaN/inf
-    observation stops stepping with an error unless `check_finite=False`.
+    observation or reward stops stepping with an error unless `check_finite=False`.
     Finished episode returns go to the record bus as `episode_return`.
     """
 
@@ -74,8 +79,12 @@ class GymStepper(Pipe):
                  include_images: bool = False, n: Optional[int] = None, check_finite: bool = True):
         super().__init__(None)
         self.check_finite = check_finite
+        if n is not None and n < 1:
+            raise ValueError(f"n (the env steps to run) must be >= 1, or None for no limit; got {n}.")
         self.env, self.agent, self.seed = env, agent, seed
         self.include_images, self.n = include_images, n
+        to_env = getattr(agent, "to_env", None)
+        self.to_env = to_env.bind(env.single_action_space) if hasattr(to_env, "bind") else to_env
         self.num_envs = env.num_envs
         self.env_steps = 0
         self.episodes = 0
@@ -115,22 +124,42 @@ class GymStepper(Pipe):
         return torch.from_numpy(obs)
 
     def _actions(self):
+        "The agent's actions (on the CPU) and its extras, if any."
         if self.agent is None:
-            return torch.from_numpy(np.asarray(self.env.action_space.sample()))
-        return self.agent(SimpleStep(state=self._obs)).cpu()
+            return torch.from_numpy(np.asarray(self.env.action_space.sample())), None
+        out = self.agent(SimpleStep(state=self._obs))
+        if isinstance(out, dict):
+            if "action" not in out:
+                raise ValueError(f"An agent that returns a dict must put its actions under 'action'; got {sorted(out)}.")
+            extras = {k: v.cpu() for k, v in out.items() if k != "action"}
+            return out["action"].cpu(), extras
+        return out.cpu(), None
 
     def next(self) -> SimpleStep:
         if self.n is not None and self.env_steps >= self.n:
             raise StopIteration
-        action = self._actions()
-        obs, reward, terminated, truncated, info = self.env.step(action.numpy())
+        return self.step()
+
+    def _not_finite(self, what: str, values: np.ndarray):
+        bad = np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(1)).tolist()
+        raise FloatingPointError(f"GymStepper: the env returned a NaN/inf {what} at env step {self.env_steps} "
+                                 f"(envs {bad}). Fix or wrap the env; GymStepper(check_finite=False) turns "
+                                 "this check off.")
+
+    def step(self) -> SimpleStep:
+        "One vector step, whatever the cap `n` says (validation runs its own budget)."
+        if self._obs is None:
+            self._start()
+        action, extras = self._actions()
+        env_action = action if self.to_env is None else self.to_env(action)
+        obs, reward, terminated, truncated, info = self.env.step(env_action.numpy())
         done = terminated | truncated
         any_done = done.any()
-        if self.check_finite and obs.dtype.kind == "f" and not np.isfinite(obs).all():
-            bad = np.flatnonzero(~np.isfinite(obs).reshape(len(obs), -1).all(1)).tolist()
-            raise FloatingPointError(f"GymStepper: the env returned a NaN/inf observation at env step {self.env_steps} "
-                                     f"(envs {bad}). Fix or wrap the env; GymStepper(check_finite=False) turns "
-                                     "this check off.")
+        if self.check_finite:
+            if obs.dtype.kind == "f" and not np.isfinite(obs).all():
+                self._not_finite("observation", obs)
+            if not np.isfinite(reward).all():
+                self._not_finite("reward", reward)
         next_obs = self._as_tensor(obs)
         next_state = next_obs
         if any_done:  # SAME_STEP autoreset: obs already holds the reset observations of finished envs
@@ -142,7 +171,9 @@ class GymStepper(Pipe):
         step = SimpleStep(
             state=self._obs, action=action, reward=torch.from_numpy(reward.astype(np.float32)),
             next_state=next_state, terminated=torch.from_numpy(terminated), truncated=torch.from_numpy(truncated),
-            env_id=self._env_id, episode_n=self._episode_n_t, step_n=torch.from_numpy(self._step_n))
+            env_id=self._env_id, episode_n=self._episode_n_t, step_n=torch.from_numpy(self._step_n),
+            **(extras or {}))
+        step.env_steps = self.num_envs
         if self.include_images:
             step.image = torch.from_numpy(np.stack(self.env.render()))
         self._returns += reward

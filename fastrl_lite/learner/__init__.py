@@ -1,5 +1,6 @@
-from .stages import (bootstrap_discount, LossCollector, BasicOptStepper, TargetModelUpdater, SoftTargetUpdater, get_target_model)
+from .stages import bootstrap_discount, LossCollector, TargetModelUpdater, SoftTargetUpdater, get_target_model
+from .update import Update
 from .core import Learner, CheckpointError
 
-__all__ = ["Learner", "CheckpointError", "LossCollector", "BasicOptStepper", "TargetModelUpdater", "SoftTargetUpdater",
+__all__ = ["Learner", "CheckpointError", "Update", "LossCollector", "TargetModelUpdater", "SoftTargetUpdater",
            "get_target_model", "bootstrap_discount"]

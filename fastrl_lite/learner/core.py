@@ -2,7 +2,9 @@
 bus, reports each epoch to its loggers, and evaluates the greedy policy."""
 from __future__ import annotations
 
+import copy
 import math
+import numbers
 import os
 import random
 import signal
@@ -16,35 +18,42 @@ import torch
 from torch import nn
 
 from ..core import Records, evaluating
+from ..envs import GymStepper, make_vec_env
+from ..memory import Collector
 from ..pipes import Pipe, find_pipe, pipe_graph
 
 __all__ = ["Learner", "CheckpointError"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 class CheckpointError(ValueError):
     "A checkpoint that is unreadable, or was written for a different learner, env or network."
 
 
-def _is_stepper(node) -> bool:
-    return hasattr(node, "env_steps") and hasattr(node, "agent")
+def _whole(value) -> bool:
+    "A whole number (a Python or NumPy integer), not a bool."
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class Learner:
-    """`pipe` is the end of the learner pipeline (env stepper → … → replay → loss → optimizer →
+    """`pipe` is the end of the learner pipeline (env stepper → … → collector → loss → update →
     target updater); pulling one item from it is one gradient round. An epoch is `batches` rounds.
 
     `model` is the module (or a dict of named modules) the pipeline trains; `dls[0]` is the training
-    env pipeline and `dls[1]`, when given, the validation one. Every stage in the graph records to
-    this learner's `records`.
+    env pipeline and `dls[1]`, when given, the validation one. `collector` (which counts the env
+    steps trained on) and `stepper` (which counts episodes and lends its agent and env to
+    `validate`) are what the learner reports from; the factories pass them, and for a pipeline built
+    by hand they are looked up in it by type. Every stage in the graph records to this learner's
+    `records`.
     """
 
     def __init__(self, model: Union[nn.Module, Dict[str, nn.Module]], pipe, dls: Sequence = (), batches: int = 1000,
                  logger_bases: Optional[Sequence] = None, rolling: int = 100, name: Optional[str] = None,
-                 check_finite: bool = True):
-        if batches is None or batches < 1:
-            raise ValueError(f"batches (gradient rounds per epoch) must be >= 1, got {batches}.")
+                 check_finite: bool = True, collector: Optional[Collector] = None,
+                 stepper: Optional[GymStepper] = None):
+        if not _whole(batches) or batches < 1:
+            raise ValueError(f"batches (gradient rounds per epoch) must be a whole number >= 1, got {batches!r}.")
         self.models = model if isinstance(model, dict) else {"model": model}
         self.model = next(iter(self.models.values()))
         self.pipe, self.dls, self.batches = pipe, list(dls), batches
@@ -54,7 +63,8 @@ class Learner:
         for node in pipe_graph(pipe):
             if isinstance(node, Pipe):
                 node.records = self.records
-        self.stepper = find_pipe(pipe, _is_stepper, required=False)
+        self.collector = collector if collector is not None else find_pipe(pipe, Collector, required=False)
+        self.stepper = stepper if stepper is not None else find_pipe(pipe, GymStepper, required=False)
         self.epoch = 0
         self.batch = 0
         self.history: List[Dict[str, float]] = []
@@ -62,6 +72,9 @@ class Learner:
 
     @property
     def env_steps(self) -> int:
+        "Env steps trained on: the collector's count, else the stepper's."
+        if self.collector is not None:
+            return self.collector.env_steps
         return self.stepper.env_steps if self.stepper is not None else 0
 
     @property
@@ -78,10 +91,12 @@ class Learner:
         With `checkpoint_every=k` the whole learner is saved to `checkpoint_path` every k epochs.
         Ctrl-C (SIGINT) lets the current gradient round finish, saves a checkpoint when checkpointing
         is on, and returns: the learner stays usable and `fit` can be called again."""
-        if not isinstance(epochs, int) or epochs < 1:
+        if not _whole(epochs) or epochs < 1:
             raise ValueError(f"fit needs a positive whole number of epochs, got {epochs!r}.")
-        if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_path is None):
-            raise ValueError("checkpoint_every needs to be >= 1 and to come with a checkpoint_path.")
+        if checkpoint_every is not None and (not _whole(checkpoint_every) or checkpoint_every < 1
+                                             or checkpoint_path is None):
+            raise ValueError("checkpoint_every needs to be a whole number >= 1 and to come with a checkpoint_path.")
+        epochs = int(epochs)
         for logger in self.loggers:
             logger.before_fit(self, epochs)
         rows = []
@@ -165,12 +180,13 @@ class Learner:
     def validate(self, episodes: int = 10, seed: int = 10_000, env_ids=None) -> Dict:
         """Run the greedy policy (model in eval mode, so exploration is off) for `episodes` episodes;
         returns {'mean', 'std', 'returns'}. Uses the validation pipeline `dls[1]` when the learner has
-        one, else a fresh single env of the training env id seeded with `seed`."""
-        from ..envs import GymStepper, make_vec_env
-        if episodes < 1:
-            raise ValueError(f"validate needs episodes >= 1, got {episodes}.")
+        one, else a fresh single env of the training env id seeded with `seed`. A validation pipeline
+        capped at `n` env steps runs at most `n` env steps per call, and says so if its episodes do
+        not finish within them."""
+        if not _whole(episodes) or episodes < 1:
+            raise ValueError(f"validate needs a whole number of episodes >= 1, got {episodes!r}.")
         if len(self.dls) > 1 and env_ids is None:
-            stepper = find_pipe(self.dls[1], _is_stepper)
+            stepper = find_pipe(self.dls[1], GymStepper)
         else:
             if self.stepper is None or self.stepper.agent is None:
                 raise RuntimeError("validate needs a pipeline whose GymStepper has an agent.")
@@ -178,11 +194,21 @@ class Learner:
             stepper = GymStepper(make_vec_env(env_ids, num_envs=1), self.stepper.agent, seed=seed)
         if stepper.agent is None:
             raise RuntimeError("The validation pipeline has no agent: build it with GymDataPipe(..., agent=...).")
-        stepper.records = Records()
-        with evaluating(stepper.agent.model):
-            while len(stepper.records.values("episode_return")) < episodes:
-                next(stepper)
-        returns = np.array([r for _, r in stepper.records.values("episode_return")[:episodes]])
+        records, stepper.records = stepper.records, Records()
+        budget, ran = stepper.n, 0
+        try:
+            with evaluating(stepper.agent.model):
+                while len(stepper.records.values("episode_return")) < episodes:
+                    if budget is not None and ran >= budget:
+                        done = len(stepper.records.values("episode_return"))
+                        raise ValueError(f"The validation pipeline is capped at n={budget} env steps, in which "
+                                         f"{done} of {episodes} episodes finished; build it with a larger n (or "
+                                         "none), or validate fewer episodes.")
+                    stepper.step()
+                    ran += stepper.num_envs
+            returns = np.array([r for _, r in stepper.records.values("episode_return")[:episodes]])
+        finally:
+            stepper.records = records
         return {"mean": float(returns.mean()), "std": float(returns.std()), "returns": returns.tolist()}
 
     # ------------------------------------------------------------------ checkpoints
@@ -191,6 +217,7 @@ class Learner:
         if self.stepper is not None:
             env_ids = [spec.id if spec is not None else None for spec in self.stepper.env.get_attr("spec")]
         return {"learner": self.name, "env_ids": env_ids,
+                "stages": [type(node).__name__ for node in pipe_graph(self.pipe)],
                 "shapes": {name: {k: tuple(v.shape) for k, v in m.state_dict().items()}
                            for name, m in self.models.items()}}
 
@@ -236,6 +263,15 @@ class Learner:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not a fastrl_lite checkpoint of format {CHECKPOINT_FORMAT}.")
         self._check_meta(state["meta"], path)
+        backup = copy.deepcopy(self.state_dict())
+        try:
+            self._load_state(state)
+        except Exception as error:
+            self._load_state(backup)  # all or nothing: put back what was loaded before the failure
+            raise CheckpointError(f"{path} does not fit this learner: {error} Nothing was changed.") from error
+        return self
+
+    def _load_state(self, state: Dict):
         for name, model in self.models.items():
             model.load_state_dict(state["models"][name])
         self.pipe.reset(state["pipe"])
@@ -253,7 +289,6 @@ class Learner:
         for name, values in state["records"]["lists"].items():
             self.records.lists[name] = list(values)
         self.records._marks = dict(state["records"]["marks"])
-        return self
 
     def _check_meta(self, saved: Dict, path):
         mine = self._meta()
@@ -261,6 +296,13 @@ class Learner:
             raise CheckpointError(f"{path} was written by a {saved['learner']} learner; this one is {mine['learner']}.")
         if saved["env_ids"] != mine["env_ids"]:
             raise CheckpointError(f"{path} was written for envs {saved['env_ids']}; this learner steps {mine['env_ids']}.")
+        if saved["stages"] != mine["stages"]:
+            theirs, ours = saved["stages"], mine["stages"]
+            at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+            raise CheckpointError(f"{path} was written by another pipeline: its stage {at} is "
+                                  f"{theirs[at] if at < len(theirs) else 'missing'}, this learner's is "
+                                  f"{ours[at] if at < len(ours) else 'missing'} (stages {theirs} against {ours}); "
+                                  "build the learner the way the checkpoint's run was built.")
         for name, shapes in mine["shapes"].items():
             theirs = saved["shapes"].get(name)
             if theirs != shapes:

@@ -35,10 +35,9 @@ def _format(value) -> str:
 
 class ProgressBarLogger(LoggerBase):
     """A fastprogress bar over the batches of each epoch and a table row per epoch. In a notebook
-    the table is HTML; in a terminal it is printed. `epoch_on_pipe`/`batch_on_pipe` are accepted
-    for fastrl compatibility: the learner itself reports epochs and batches."""
+    the table is HTML; in a terminal it is printed; `show_bars` forces the bars on or off."""
 
-    def __init__(self, epoch_on_pipe=None, batch_on_pipe=None, show_bars: Optional[bool] = None):
+    def __init__(self, show_bars: Optional[bool] = None):
         from fastprogress.fastprogress import IN_NOTEBOOK
         self.show_bars = show_bars if show_bars is not None else (IN_NOTEBOOK or sys.stdout.isatty())
         self._mb = None

@@ -10,14 +10,15 @@ import torch
 from torch import nn
 
 from ..core import SimpleStep, evaluating
+from ..pipes import Pipe
 
-__all__ = ["record_episode_gif", "show_gif"]
+__all__ = ["record_episode_gif", "show_gif", "FrameRecorder"]
 
 
 def _greedy_policy(agent_or_model, action_space) -> Tuple[Callable, nn.Module]:
     """A function from a batch-of-one state tensor to an action tensor, and the module to put in
     eval mode. An agent (anything callable with a `.model`, e.g. `DQNAgent(...)`) keeps its own
-    pipeline (action scaling, exploration that switches off in eval mode); a `Learner` lends its
+    pipeline (exploration that switches off in eval mode, its `to_env` action scaling); a `Learner` lends its
     training agent; a bare module acts greedily: argmax of its outputs for a discrete action space,
     its output clipped to the bounds for a continuous one."""
     import gymnasium as gym
@@ -26,7 +27,14 @@ def _greedy_policy(agent_or_model, action_space) -> Tuple[Callable, nn.Module]:
         agent_or_model = stepper.agent
     if not isinstance(agent_or_model, nn.Module) and callable(agent_or_model) and hasattr(agent_or_model, "model"):
         agent = agent_or_model
-        return (lambda state: agent(SimpleStep(state=state))), agent.model
+        to_env = getattr(agent, "to_env", None)
+        to_env = to_env.bind(action_space) if hasattr(to_env, "bind") else to_env
+
+        def act(state):
+            out = agent(SimpleStep(state=state))
+            action = out["action"] if isinstance(out, dict) else out
+            return to_env(action) if to_env is not None else action
+        return act, agent.model
     if isinstance(agent_or_model, nn.Module):
         model = agent_or_model
         device = next(model.parameters()).device
@@ -110,3 +118,60 @@ def show_gif(path, width: Optional[int] = None):
     "Display a GIF inline in a notebook (embedded in the output, so it survives saving the notebook)."
     from IPython.display import Image
     return Image(filename=str(path), width=width)
+
+
+class FrameRecorder(Pipe):
+    """Keeps the rendered frames (`step.image`, from a pipe built with `include_images=True`) of the
+    last `max_frames` steps of env 0, and shows them as an animation or writes them to a GIF."""
+
+    def __init__(self, source, max_frames: int = 1000):
+        super().__init__(source)
+        self.max_frames = max_frames
+        self.frames: Optional[torch.Tensor] = None
+        self.count = 0
+
+    def next(self):
+        step = next(self.source)
+        batch = step if not isinstance(step, list) else step[-1]
+        image = getattr(batch, "image", None)
+        if image is None:
+            raise ValueError("FrameRecorder needs rendered frames: build the pipe with include_images=True.")
+        frame = image[0]
+        if self.frames is None:
+            self.frames = torch.empty((self.max_frames, *frame.shape), dtype=frame.dtype)
+        self.frames[self.count % self.max_frames] = frame
+        self.count += 1
+        return step
+
+    def recorded(self) -> torch.Tensor:
+        "The kept frames, oldest first: [n, height, width, 3] uint8."
+        if self.frames is None:
+            return torch.empty(0, dtype=torch.uint8)
+        n = min(self.count, self.max_frames)
+        start = self.count % self.max_frames if self.count > self.max_frames else 0
+        return torch.roll(self.frames, -start, dims=0)[:n]
+
+    def save_gif(self, path, fps: int = 30):
+        "Write the kept frames to an animated GIF at `path`."
+        from PIL import Image
+        frames = [Image.fromarray(f) for f in self.recorded().numpy()]
+        if not frames:
+            raise ValueError("No frames recorded yet: iterate the pipe first.")
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+        return path
+
+    def show(self, fps: int = 30):
+        "An HTML animation of the kept frames for a notebook (VS Code's or Jupyter's)."
+        from IPython.display import HTML
+        from matplotlib import animation
+        from matplotlib.figure import Figure
+        frames = self.recorded().numpy()
+        if not len(frames):
+            raise ValueError("No frames recorded yet: iterate the pipe first.")
+        fig = Figure(figsize=(4, 4))
+        ax = fig.subplots()
+        ax.axis("off")
+        shown = ax.imshow(frames[0])
+        anim = animation.FuncAnimation(fig, lambda i: shown.set_data(frames[i]), frames=len(frames),
+                                       interval=1000 / fps)
+        return HTML(anim.to_jshtml())

@@ -1,3 +1,5 @@
-from .replay import ExperienceReplay, StepBatcher, LEARNING_FIELDS
+from .buffer import TensorStorage, RoundRobinWriter, Sampler, UniformSampler, MinibatchSampler, ReplayBuffer
+from .replay import Collector, ExperienceReplay, StepBatcher, LEARNING_FIELDS
 
-__all__ = ["ExperienceReplay", "StepBatcher", "LEARNING_FIELDS"]
+__all__ = ["TensorStorage", "RoundRobinWriter", "Sampler", "UniformSampler", "MinibatchSampler", "ReplayBuffer",
+           "Collector", "ExperienceReplay", "StepBatcher", "LEARNING_FIELDS"]

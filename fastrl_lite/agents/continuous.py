@@ -1,0 +1,242 @@
+"""Pieces every continuous-control algorithm (DDPG, TD3, SAC) shares: exploration noise, a random
+start, the action bounds check, and scaling the policy's [-1, 1] actions onto the env's bounds at
+the env boundary."""
+from __future__ import annotations
+
+from typing import Optional
+
+import gymnasium as gym
+import torch
+from torch import Tensor, nn
+
+from ..pipes import Pipe
+from .core import EpsilonSchedule, SimpleModelRunner
+
+__all__ = ["OrnsteinUhlenbeck", "GaussianNoise", "ExplorationComparisonLogger", "RandomStartRunner", "ActionScaler",
+           "check_continuous"]
+
+
+# Exploration: a_t = μ(s_t) + ε N_t, in the policy's units ---------------------------------------
+
+class _EpsilonNoise(EpsilonSchedule):
+    """Adds ε-scaled noise to the actions from its source: a = μ(s) + ε N, N drawn by the subclass's
+    `noise(action)`, with ε on the schedule of `EpsilonSchedule`. While the agent's model is in eval
+    mode (`model`, the network the agent runs) the actions pass through untouched and ε holds, unless `explore_on_val` / `decrement_on_val`.
+    With `ret_original` it yields (noisy action, original action) pairs, for
+    `ExplorationComparisonLogger`."""
+
+    def __init__(self, source, action_sz: Optional[int] = None, min_epsilon: float = 0.2, max_epsilon: float = 1.0,
+                 max_steps: int = 100, decrement_on_val: bool = False, explore_on_val: bool = False,
+                 ret_original: bool = False, model: Optional[nn.Module] = None):
+        super().__init__(source, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val, model)
+        self.action_sz, self.ret_original = action_sz, ret_original
+
+    def next(self):
+        action = next(self.source)
+        if self.action_sz is not None and action.shape[-1] != self.action_sz:
+            raise ValueError(f"{type(self).__name__}(action_sz={self.action_sz}) got actions of size "
+                             f"{action.shape[-1]}; make action_sz match the actor's output.")
+        epsilon = self.advance(action.shape[0] if action.dim() > 1 else 1)
+        explored = action if epsilon is None else action + epsilon * self.noise(action)
+        return (explored, action) if self.ret_original else explored
+
+
+class OrnsteinUhlenbeck(_EpsilonNoise):
+    """Used for exploration in continuous action domains via temporally correlated noise, the
+    paper's choice for "physical control problems with inertia":
+
+        x ← x + θ (μ - x) dt + σ √dt 𝒩(0, 1),   a = μ(s) + ε x
+
+    One process runs per row of the action batch (per env). θ=0.15, σ=0.2 are the paper's values."""
+
+    def __init__(self, source, action_sz: Optional[int] = None, mu: float = 0.0, theta: float = 0.15,
+                 sigma: float = 0.2, dt: float = 1e-2, min_epsilon: float = 0.2, max_epsilon: float = 1.0,
+                 max_steps: int = 100, decrement_on_val: bool = False, explore_on_val: bool = False,
+                 ret_original: bool = False, model: Optional[nn.Module] = None):
+        super().__init__(source, action_sz, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val,
+                         ret_original, model)
+        if theta < 0 or sigma < 0 or dt <= 0:
+            raise ValueError(f"Need theta >= 0, sigma >= 0 and dt > 0; got theta={theta}, sigma={sigma}, dt={dt}.")
+        self.mu, self.theta, self.sigma, self.dt = mu, theta, sigma, dt
+        self.x: Optional[Tensor] = None
+
+    def noise(self, action: Tensor) -> Tensor:
+        if self.x is None or self.x.shape != action.shape or self.x.device != action.device:
+            self.x = torch.full_like(action, self.mu)
+        self.x += self.theta * (self.mu - self.x) * self.dt + self.sigma * self.dt ** 0.5 * torch.randn_like(action)
+        return self.x
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        if initial_state:
+            self.x = initial_state["x"]
+
+    def get_state(self):
+        "The process value x is part of the state: resuming continues the same correlated noise."
+        return {**super().get_state(), "x": self.x}
+
+
+class GaussianNoise(_EpsilonNoise):
+    """Uncorrelated exploration a = μ(s) + ε σ 𝒩(0, 1), the choice of TD3 and of rl-zoo's tuned DDPG.
+    The actor's actions live in [-1, 1], so σ is a fraction of half the action range. ε stays at 1
+    unless a decay is asked for."""
+
+    def __init__(self, source, action_sz: Optional[int] = None, sigma: float = 0.1, min_epsilon: float = 1.0,
+                 max_epsilon: float = 1.0, max_steps: int = 100, decrement_on_val: bool = False,
+                 explore_on_val: bool = False, ret_original: bool = False, model: Optional[nn.Module] = None):
+        super().__init__(source, action_sz, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val,
+                         ret_original, model)
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}.")
+        self.sigma = sigma
+
+    def noise(self, action: Tensor) -> Tensor:
+        return self.sigma * torch.randn_like(action)
+
+
+class _Rows:
+    "A growable 2-d tensor: rows are written in place, so no Python list of tensors piles up."
+
+    def __init__(self):
+        self.data: Optional[Tensor] = None
+        self.n = 0
+
+    def append(self, rows: Tensor):
+        rows = rows.detach().reshape(-1, rows.shape[-1] if rows.dim() else 1)
+        if self.data is None:
+            self.data = torch.empty(max(1024, len(rows)), rows.shape[1], dtype=rows.dtype, device=rows.device)
+        while self.n + len(rows) > len(self.data):
+            self.data = torch.cat([self.data, torch.empty_like(self.data)])
+        self.data[self.n:self.n + len(rows)] = rows
+        self.n += len(rows)
+
+    def values(self) -> Tensor:
+        return self.data[:self.n] if self.data is not None else torch.empty(0, 1)
+
+
+class ExplorationComparisonLogger(Pipe):
+    """Allows for quickly doing a "what if" on exploration methods by comparing the actions selected
+    via exploration with the ones chosen by the model. Its source must yield (explored, original)
+    pairs (an exploration stage with `ret_original=True`); it passes the explored action on and
+    `show()` plots both against the step."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.explored, self.original = _Rows(), _Rows()
+
+    def next(self) -> Tensor:
+        item = next(self.source)
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise TypeError("ExplorationComparisonLogger needs (explored, original) action pairs: build the "
+                            "exploration stage with ret_original=True.")
+        explored, original = item
+        self.explored.append(explored)
+        self.original.append(original)
+        return explored
+
+    def show(self, title: str = "Explored vs original actions", ax=None):
+        "One line per action dimension for the explored actions, dashed for the model's originals."
+        import matplotlib.pyplot as plt
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 3.5))
+        explored, original = self.explored.values().float().cpu(), self.original.values().float().cpu()
+        for d in range(explored.shape[1]):
+            line, = ax.plot(explored[:, d].numpy(), label=f"explored[{d}]")
+            ax.plot(original[:, d].numpy(), "--", color=line.get_color(), label=f"original[{d}]")
+        ax.set(title=title, xlabel="step", ylabel="action")
+        ax.legend()
+        return ax
+
+
+# Bounds -------------------------------------------------------------------------------------------
+
+def check_continuous(env_or_space, algo: str = "DDPG") -> gym.spaces.Box:
+    "The `Box` action space of an env, or an error that says what to use instead."
+    space = getattr(env_or_space, "single_action_space", getattr(env_or_space, "action_space", env_or_space))
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"{algo} needs a continuous (Box) action space, this environment has {space}. "
+                         "For discrete actions use DQN (fastrl-lite train dqn).")
+    if not (torch.isfinite(torch.as_tensor(space.low)).all() and torch.isfinite(torch.as_tensor(space.high)).all()):
+        raise ValueError(f"{algo}'s actor is tanh-bounded, so it needs finite action bounds; this environment has "
+                         f"low={space.low}, high={space.high}. Wrap it with gymnasium.wrappers.ClipAction or "
+                         "RescaleAction to give it bounds.")
+    return space
+
+
+class ActionScaler:
+    """Maps actions from a tanh policy's [-1, 1] onto a `Box`'s bounds, a = low + (u + 1)(high - low)/2,
+    at the env boundary (`AgentHead(to_env=ActionScaler())`): the env receives scaled actions while
+    the steps, the replay and every network keep the policy's [-1, 1].
+
+    Built without bounds it takes those of the env that `GymStepper` binds it to (`bind(space)`);
+    built with `low`/`high` (or from a space with `ActionScaler.of(space)`) it keeps them."""
+
+    def __init__(self, low=None, high=None):
+        if (low is None) != (high is None):
+            raise ValueError("Give both low and high, or neither (to take the env's bounds).")
+        self.low = self.high = None
+        if low is not None:
+            self.low = torch.as_tensor(low, dtype=torch.float32)
+            self.high = torch.as_tensor(high, dtype=torch.float32)
+            if not (torch.isfinite(self.low).all() and torch.isfinite(self.high).all()):
+                raise ValueError(f"Action bounds must be finite to scale a bounded actor, got low={low}, high={high}; "
+                                 "wrap the env with gymnasium.wrappers.ClipAction or RescaleAction first.")
+            if not (self.low < self.high).all():
+                raise ValueError(f"Need low < high in every action dimension, got low={low}, high={high}.")
+            self._half = (self.high - self.low) * 0.5
+            self._mid = self.low + self._half
+
+    @classmethod
+    def of(cls, space: gym.spaces.Box, algo: str = "A tanh-bounded agent") -> "ActionScaler":
+        "A scaler onto the bounds of `space` (checked to be a `Box` with finite bounds)."
+        space = check_continuous(space, algo)
+        return cls(space.low, space.high)
+
+    def bind(self, space: gym.spaces.Space) -> "ActionScaler":
+        """The scaler to use for an env with action space `space`: this one when its bounds are set
+        and fit the space's shape, else one onto the space's bounds."""
+        if self.low is None:
+            return ActionScaler.of(space)
+        shape = tuple(getattr(space, "shape", ()) or ())
+        if torch.broadcast_shapes(self.low.shape, shape) != shape:
+            raise ValueError(f"The agent scales actions onto bounds of shape {tuple(self.low.shape)}, but the env's "
+                             f"actions have shape {shape}.")
+        return self
+
+    def __call__(self, action: Tensor) -> Tensor:
+        if self.low is None:
+            raise RuntimeError("This ActionScaler has no bounds yet: bind it to an env's action space first.")
+        if self._half.device != action.device:
+            self._half, self._mid = self._half.to(action.device), self._mid.to(action.device)
+        return self._mid + action * self._half
+
+    def __repr__(self):
+        if self.low is None:
+            return "ActionScaler(the env's bounds)"
+        return f"ActionScaler(low={self.low.tolist()}, high={self.high.tolist()})"
+
+
+# A random start -------------------------------------------------------------------------------------
+
+class RandomStartRunner(SimpleModelRunner):
+    """Runs the actor, except for the first `random_steps` env steps while it trains: then it returns
+    uniform random actions in [-1, 1] without running the network, so the replay starts out covering
+    the whole action space instead of the untrained actor's near-zero outputs (SB3's and rl-zoo's
+    `learning_starts`, the `start_timesteps` of Fujimoto et al.'s TD3)."""
+    state_attrs = ("steps",)
+
+    def __init__(self, source, model: nn.Module, random_steps: int = 0, action_sz: Optional[int] = None):
+        super().__init__(source, model)
+        action_sz = action_sz if action_sz is not None else getattr(model, "action_sz", None)
+        if random_steps < 0 or (random_steps > 0 and action_sz is None):
+            raise ValueError(f"random_steps must be >= 0 and needs the action size (model.action_sz or action_sz=); "
+                             f"got random_steps={random_steps}, action_sz={action_sz}.")
+        self.random_steps, self.action_sz = random_steps, action_sz
+        self.steps = 0
+
+    def next(self) -> Tensor:
+        if self.steps >= self.random_steps or not self.model.training:
+            return super().next()
+        n = next(self.source).shape[0]
+        self.steps += n
+        return torch.rand(n, self.action_sz, device=next(self.model.parameters()).device) * 2 - 1

@@ -1,0 +1,305 @@
+"""Replay buffers, in TorchRL's three parts: a storage holds the transitions, a writer chooses the
+rows new transitions go to, a sampler chooses the rows a batch is drawn from. Writing returns the
+indices written, a sample carries the indices it drew, and `update_priority(indices, priorities)`
+feeds priorities back to a sampler that keeps them."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ..core import SimpleStep, TrainBatch, replay_fields
+
+__all__ = ["TensorStorage", "RoundRobinWriter", "Sampler", "UniformSampler", "MinibatchSampler", "ReplayBuffer"]
+
+
+def _numpy_view(tensor: Tensor):
+    "A NumPy array sharing `tensor`'s memory, or None where there is none (GPU storage, no NumPy dtype)."
+    if tensor.device.type != "cpu":
+        return None
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError):
+        return None
+
+
+class TensorStorage:
+    """`max_sz` rows per field in preallocated tensors on `device`, allocated on the first write from
+    that step's shapes and dtypes. `fields` names the fields kept; None keeps every field the first
+    step has that `register_field` marks for replay (the core learning fields and any extras)."""
+
+    def __init__(self, max_sz: int, device: Optional[Union[str, torch.device]] = None,
+                 fields: Optional[Sequence[str]] = None):
+        if max_sz < 1:
+            raise ValueError(f"max_sz must be >= 1, got {max_sz}.")
+        self.max_sz = max_sz
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.fields = tuple(fields) if fields is not None else None
+        self.tensors: Dict[str, Tensor] = {}
+        self._plan = None
+
+    def __len__(self) -> int:
+        return self.max_sz
+
+    def _kept(self, step: SimpleStep) -> Dict[str, Tensor]:
+        names = self.fields if self.fields is not None else replay_fields(step.fields())
+        return {k: v for k in names if (v := getattr(step, k, None)) is not None}
+
+    def _allocate(self, step: SimpleStep):
+        kept = self._kept(step)
+        if not kept:
+            raise ValueError(f"None of the step's fields {sorted(step.fields())} is stored by this buffer "
+                             f"(fields={self.fields}).")
+        self.tensors = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
+                        for k, v in kept.items()}
+
+    def _make_plan(self):
+        "What a write needs per field, worked out once instead of on every env step."
+        slots = [(k, v, v.shape[1:], _numpy_view(v)) for k, v in self.tensors.items()]
+        numpy_writes = all(view is not None for *_, view in slots)
+        absent = [k for k in (self.fields or ()) if k not in self.tensors]
+        self._plan = (slots, numpy_writes, absent)
+
+    def write(self, step: SimpleStep, start: int, n: int):
+        """Write the last `n` rows of `step` to rows `start, start + 1, …` (wrapping round to row 0)."""
+        if not self.tensors:
+            self._allocate(step)
+        if self._plan is None:
+            self._make_plan()
+        slots, numpy_writes, absent = self._plan
+        values = [getattr(step, k) for k, _, _, _ in slots]
+        if (None in values or any(getattr(step, k, None) is not None for k in absent)
+                or (self.fields is None and len(replay_fields(step.fields())) != len(values))):
+            raise ValueError(f"Steps changed fields: the buffer holds {sorted(self.tensors)}, got "
+                             f"{sorted(k for k in replay_fields(step.fields()) if self.fields is None or k in self.fields)}.")
+        arrived = values[0].shape[0]
+        for (k, _, row_shape, _), value in zip(slots, values):
+            if value.shape[1:] != row_shape or value.shape[0] != arrived:
+                raise ValueError(f"Field {k!r} has shape {tuple(value.shape)}, the buffer stores rows of "
+                                 f"{tuple(row_shape)} and this step has {arrived} transitions.")
+        if n < arrived:
+            values = [v[arrived - n:] for v in values]
+        first = min(n, self.max_sz - start)
+        if numpy_writes:
+            try:
+                # CPU storage is written through NumPy views of the same memory: a slice assignment
+                # of a few values costs a fraction of a torch slice + copy_
+                for (_, _, _, dest), value in zip(slots, values):
+                    self._write(dest, value.numpy(), start, first, n)
+            except (TypeError, RuntimeError):  # a value on a GPU or needing grad: torch copies below
+                pass
+            else:
+                return
+        with torch.no_grad():
+            for (_, dest, _, _), value in zip(slots, values):
+                self._write(dest, value, start, first, n)
+
+    @staticmethod
+    def _write(dest, value, start: int, first: int, n: int):
+        "dest[start:start + n] = value, wrapping round to the front after `first` rows."
+        if first == n:
+            dest[start:start + n] = value
+        else:
+            dest[start:start + first] = value[:first]
+            dest[:n - first] = value[first:]
+
+    def get(self, indices: Tensor) -> SimpleStep:
+        "The transitions at `indices`, one gather per field."
+        return SimpleStep(**{k: v.index_select(0, indices) for k, v in self.tensors.items()})
+
+    def state_dict(self, size: int) -> Dict[str, Tensor]:
+        "The first `size` rows of every field (the filled part)."
+        return {k: v[:size] for k, v in self.tensors.items()}
+
+    def check_state(self, state: Dict[str, Tensor]):
+        "Raise a ValueError when `state` cannot be loaded into this storage (checked before anything changes)."
+        for k, v in state.items():
+            if len(v) > self.max_sz:
+                raise ValueError(f"the checkpoint's buffer holds {len(v)} transitions, more than this buffer's "
+                                 f"max_sz={self.max_sz}; build it with max_sz >= {len(v)}.")
+            if self.tensors and (k not in self.tensors or self.tensors[k].shape[1:] != v.shape[1:]
+                                 or self.tensors[k].dtype != v.dtype):
+                raise ValueError(f"the checkpoint's buffer field {k!r} (rows of {tuple(v.shape[1:])}, {v.dtype}) "
+                                 "does not fit this buffer.")
+        if self.tensors and state and set(state) != set(self.tensors):
+            raise ValueError(f"the checkpoint's buffer holds fields {sorted(state)}, this one {sorted(self.tensors)}.")
+        if self.fields is not None and state and not set(state) <= set(self.fields):
+            raise ValueError(f"the checkpoint's buffer holds fields {sorted(state)}, this one keeps {list(self.fields)}.")
+
+    def load_state_dict(self, state: Dict[str, Tensor]):
+        self.check_state(state)
+        if state and not self.tensors:
+            self.tensors = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
+                            for k, v in state.items()}
+            self._plan = None
+        for k, v in state.items():
+            self.tensors[k][:len(v)] = v.to(self.device)
+
+    def to(self, device):
+        self.device = torch.device(device)
+        self.tensors = {k: v.to(self.device) for k, v in self.tensors.items()}
+        self._plan = None
+        return self
+
+
+class RoundRobinWriter:
+    "Writes new transitions after the last ones, overwriting the oldest once the storage is full (a ring)."
+
+    def __init__(self, max_sz: int):
+        self.max_sz = max_sz
+        self.pointer = 0
+        self.size = 0
+        self._rows = torch.arange(2 * max_sz) % max_sz  # indices for any wrapped run, as one view
+
+    def claim(self, n: int) -> Tuple[int, int, Tensor]:
+        """Rows for `n` new transitions: (first row, how many are kept, their indices). Of more than
+        `max_sz` only the newest `max_sz` are kept."""
+        kept = min(n, self.max_sz)
+        start = self.pointer
+        self.pointer = (start + kept) % self.max_sz
+        self.size = min(self.size + kept, self.max_sz)
+        return start, kept, self._rows[start:start + kept]
+
+    def state_dict(self):
+        return {"pointer": self.pointer, "size": self.size}
+
+    def load_state_dict(self, state):
+        self.pointer, self.size = state["pointer"], state["size"]
+
+
+class Sampler(ABC):
+    """Chooses the rows of each batch. `sample(size, bs)` returns the indices (into the first `size`
+    rows); `on_write(indices)` hears of newly written rows; `update_priority` takes per-row
+    priorities where the sampler keeps them."""
+
+    @abstractmethod
+    def sample(self, size: int, bs: int, device) -> Tensor:
+        "Indices of `bs` rows among the first `size`."
+
+    def on_write(self, indices: Tensor):
+        pass
+
+    def update_priority(self, indices: Tensor, priorities: Tensor):
+        raise TypeError(f"{type(self).__name__} keeps no priorities; use a prioritized sampler to feed "
+                        "priorities back.")
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def to(self, device):
+        return self
+
+
+class UniformSampler(Sampler):
+    "Uniform over the stored rows, with replacement: one `randint` per batch."
+
+    def sample(self, size: int, bs: int, device) -> Tensor:
+        return torch.randint(size, (bs,), device=device)
+
+
+class MinibatchSampler(Sampler):
+    """Epochs over the stored rows without replacement: each epoch is one random permutation, handed
+    out `bs` rows at a time (the last minibatch of an epoch may be smaller), so every row is drawn
+    exactly once per epoch, as PPO's passes over a rollout need. `epoch` counts finished epochs."""
+
+    def __init__(self):
+        self._order: Optional[Tensor] = None
+        self._pos = 0
+        self.epoch = 0
+
+    def sample(self, size: int, bs: int, device) -> Tensor:
+        if self._order is None or len(self._order) != size:
+            self._order, self._pos = torch.randperm(size, device=device), 0
+        batch = self._order[self._pos:self._pos + bs]
+        self._pos += len(batch)
+        if self._pos >= size:
+            self._order, self.epoch = None, self.epoch + 1
+        return batch
+
+    def new_epoch(self):
+        "Drop the rest of the current epoch (new data arrived): the next sample starts a fresh permutation."
+        self._order, self._pos = None, 0
+
+    def state_dict(self):
+        return {"order": self._order, "pos": self._pos, "epoch": self.epoch}
+
+    def load_state_dict(self, state):
+        self._order, self._pos, self.epoch = state["order"], state["pos"], state["epoch"]
+
+
+class ReplayBuffer:
+    """A buffer of `max_sz` transitions on `device`: a `TensorStorage`, a `RoundRobinWriter` and a
+    sampler (`UniformSampler` by default; `MinibatchSampler` for epochs without replacement).
+
+    `extend(step)` stores a batch of transitions and returns the indices written; `sample(bs)`
+    returns a `TrainBatch` whose `indices` are the rows drawn; `update_priority(indices, p)` passes
+    priorities to the sampler. A buffer only stores and samples: when to collect and how many
+    gradient rounds to run is a `Collector`'s job."""
+
+    def __init__(self, max_sz: int = 10_000, sampler: Optional[Sampler] = None,
+                 device: Optional[Union[str, torch.device]] = None, fields: Optional[Sequence[str]] = None):
+        self.storage = TensorStorage(max_sz, device, fields)
+        self.writer = RoundRobinWriter(max_sz)
+        self.sampler = sampler if sampler is not None else UniformSampler()
+        self.added = 0
+
+    @property
+    def max_sz(self) -> int:
+        return self.storage.max_sz
+
+    @property
+    def device(self) -> torch.device:
+        return self.storage.device
+
+    def __len__(self) -> int:
+        return self.writer.size
+
+    def extend(self, step: SimpleStep) -> Tensor:
+        "Store a batch of transitions, overwriting the oldest once full; returns the rows written."
+        n = len(step)
+        before = self.writer.state_dict()
+        start, kept, indices = self.writer.claim(n)
+        try:
+            self.storage.write(step, start, kept)
+        except Exception:  # a refused step leaves the buffer as it was
+            self.writer.load_state_dict(before)
+            raise
+        self.added += n
+        self.sampler.on_write(indices)
+        return indices
+
+    def sample(self, bs: int) -> TrainBatch:
+        "A batch of `bs` stored transitions chosen by the sampler, with the indices drawn."
+        if len(self) == 0:
+            raise RuntimeError("The replay buffer is empty; add transitions before sampling.")
+        indices = self.sampler.sample(len(self), bs, self.storage.device)
+        return TrainBatch(self.storage.get(indices), indices=indices)
+
+    def update_priority(self, indices: Tensor, priorities: Tensor):
+        "Give the rows at `indices` new priorities (for samplers that keep them)."
+        self.sampler.update_priority(indices, priorities)
+
+    def state_dict(self):
+        return {"storage": self.storage.state_dict(len(self)), "writer": self.writer.state_dict(),
+                "sampler": self.sampler.state_dict(), "added": self.added}
+
+    def check_state(self, state):
+        "Raise a ValueError when `state` cannot be loaded into this buffer (nothing is changed)."
+        self.storage.check_state(state["storage"])
+
+    def load_state_dict(self, state):
+        self.check_state(state)
+        self.storage.load_state_dict(state["storage"])
+        self.writer.load_state_dict(state["writer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.added = state["added"]
+
+    def to(self, device):
+        self.storage.to(device)
+        self.sampler.to(device)
+        return self

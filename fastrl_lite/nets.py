@@ -1,0 +1,212 @@
+"""Network builders shared by the algorithms: DQN's Q-network (with a dueling head), and DDPG's
+actor, critic, initialisers and pixel block (the signatures of fastrl's DDPG page)."""
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import Callable, List, Optional, Sequence, Tuple, Type
+
+import gymnasium as gym
+import torch
+from torch import Tensor, nn
+
+__all__ = ["DQN", "DuelingHead", "init_xavier_uniform_weights", "init_uniform_weights", "init_kaiming_normal_weights",
+           "ddpg_conv2d_block", "Critic", "Actor", "check_state_size"]
+
+
+# Q-networks ----------------------------------------------------------------------------------------
+
+class DuelingHead(nn.Module):
+    "Q(s, a) = V(s) + A(s, a) - mean_a A(s, a), the advantage mean taken per sample."
+
+    def __init__(self, hidden: int, action_sz: int):
+        super().__init__()
+        self.value = nn.Linear(hidden, 1)
+        self.advantage = nn.Linear(hidden, action_sz)
+
+    def forward(self, x: Tensor) -> Tensor:
+        advantage = self.advantage(x)
+        return self.value(x) + advantage - advantage.mean(dim=-1, keepdim=True)
+
+
+class DQN(nn.Module):
+    "An MLP from a flat state to one Q-value per action; `dueling=True` swaps in a `DuelingHead`."
+
+    def __init__(self, state_sz: int, action_sz: int, hidden: Sequence[int] = (256, 256),
+                 activation_fn: Type[nn.Module] = nn.ReLU, dueling: bool = False):
+        super().__init__()
+        if state_sz < 1 or action_sz < 1:
+            raise ValueError(f"DQN needs state_sz >= 1 and action_sz >= 1, got {state_sz} and {action_sz}.")
+        self.state_sz, self.action_sz = state_sz, action_sz
+        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        layers, width = [], state_sz
+        for h in hidden:
+            layers += [nn.Linear(width, h), activation_fn()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.dueling = dueling
+        self.head = DuelingHead(width, action_sz) if dueling else nn.Linear(width, action_sz)
+
+    def forward(self, state: Tensor) -> Tensor:
+        x = state
+        for layer in self.body:  # the layers in turn, without nn.Sequential's own call on every forward
+            x = layer(x)
+        return self.head(x)
+
+
+# Actor-critic networks ------------------------------------------------------------------------------
+
+def init_xavier_uniform_weights(m: nn.Module, bias: float = 0.01):
+    "Initializes weights for linear layers using torch.nn.init.xavier_uniform_ (biases set to `bias`)."
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.constant_(m.bias, bias)
+
+
+def init_uniform_weights(m: nn.Module, bound: float):
+    """Initializes weights for linear layers using torch.nn.init.uniform_ on U(-bound, bound), as
+    fastrl does: the bias keeps what the layer had (for the networks' heads, the 0.01 of
+    `weight_init_fn`)."""
+    if isinstance(m, nn.Linear):
+        nn.init.uniform_(m.weight, -bound, bound)
+
+
+def init_kaiming_normal_weights(m: nn.Module, bias: float = 0.01):
+    """Initializes weights for linear layers using torch.nn.init.kaiming_normal_ (biases set to `bias`);
+    the closest standard scheme to the paper's U(-1/√fan_in, 1/√fan_in) for the hidden layers."""
+    if isinstance(m, nn.Linear):
+        nn.init.kaiming_normal_(m.weight)
+        nn.init.constant_(m.bias, bias)
+
+
+class ChannelsFirst(nn.Module):
+    "[B, H, W, C] images (what gymnasium renders) to the [B, C, H, W] layout Conv2d expects."
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.permute(0, 3, 1, 2)
+
+
+def ddpg_conv2d_block(state_sz: Tuple[int, int, int], filters: int = 32, activation_fn: Type[nn.Module] = nn.ReLU,
+                      ignore_warning: bool = False, kernel_size: int = 3, stride: int = 2) -> Tuple[nn.Sequential, int]:
+    """Three conv layers of `filters` filters each, no pooling (the paper's pixel network), with batch
+    norm on the input; returns (block, n_features_out) where n_features_out is the block's real
+    flattened output size for one `state_sz` image.
+
+    `state_sz` is [channel, width, height]. A first dimension above 3 usually means a channels-last
+    image: then the block starts by moving the channels first (with a warning, unless
+    `ignore_warning`, which instead takes the first dimension as, e.g., stacked frames)."""
+    if len(state_sz) != 3 or min(state_sz) < 1:
+        raise ValueError(f"ddpg_conv2d_block needs state_sz=(channels, width, height), got {tuple(state_sz)}.")
+    layers: List[nn.Module] = []
+    channels = state_sz[0]
+    if channels > 3 and not ignore_warning:
+        warnings.warn(f"state_sz={tuple(state_sz)} has {channels} channels first; taking it as channels-last "
+                      f"(height, width, channels={state_sz[-1]}) and transposing. Pass ignore_warning=True if "
+                      f"the {channels} leading channels are real (e.g. stacked frames).", stacklevel=2)
+        layers.append(ChannelsFirst())
+        channels = state_sz[-1]
+    layers.append(nn.BatchNorm2d(channels))
+    for i in range(3):
+        layers += [nn.Conv2d(channels if i == 0 else filters, filters, kernel_size, stride=stride), activation_fn()]
+    layers.append(nn.Flatten())
+    block = nn.Sequential(*layers)
+    block.state_sz = tuple(state_sz)
+    try:
+        with torch.no_grad():
+            n_features = block.eval()(torch.zeros(1, *state_sz)).shape[1]
+    except RuntimeError as error:
+        raise ValueError(f"Images of size {tuple(state_sz)} are too small for three {kernel_size}x{kernel_size} "
+                         f"convolutions of stride {stride}; render larger frames or lower stride/kernel_size.") from error
+    return block.train(), int(n_features)
+
+
+def _as_float(state: Tensor) -> Tensor:
+    "Pixel observations are stored as uint8 (4x less replay memory); the networks see floats."
+    return state if state.is_floating_point() else state.float()
+
+
+class Critic(nn.Module):
+    """Takes 2 tensors of size [B, state_sz], [B, action_sz] -> [B, 1], the Q value Q(s, a).
+
+    With a `conv_block` the state is an image, `state_sz` is the block's flattened output and the
+    action joins at the second linear layer (the paper's pixel critic); otherwise state and action
+    are concatenated at the input. `batch_norm` normalises the layers before the action enters."""
+
+    def __init__(self, state_sz: int, action_sz: int, hidden1: int = 400, hidden2: int = 300,
+                 head_layer: Type[nn.Module] = nn.Linear, activation_fn: Type[nn.Module] = nn.ReLU,
+                 weight_init_fn: Callable = init_kaiming_normal_weights,
+                 final_layer_init_fn: Callable = partial(init_uniform_weights, bound=1e-4),
+                 conv_block: Optional[nn.Sequential] = None, batch_norm: bool = False):
+        super().__init__()
+        if state_sz < 1 or action_sz < 1:
+            raise ValueError(f"Critic needs state_sz >= 1 and action_sz >= 1, got {state_sz} and {action_sz}.")
+        self.state_sz, self.action_sz, self.conv_block = state_sz, action_sz, conv_block
+        late_action = conv_block is not None
+        first_in = state_sz if late_action else state_sz + action_sz
+        self.input_norm = nn.BatchNorm1d(state_sz) if batch_norm and not late_action else nn.Identity()
+        self.layer1 = nn.Sequential(nn.Linear(first_in, hidden1),
+                                    *([nn.BatchNorm1d(hidden1)] if batch_norm and late_action else []),
+                                    activation_fn())
+        self.layer2 = nn.Sequential(nn.Linear(hidden1 + (action_sz if late_action else 0), hidden2), activation_fn())
+        self.head = head_layer(hidden2, 1)
+        self.apply(weight_init_fn)
+        self.head.apply(final_layer_init_fn)
+
+    def forward(self, state: Tensor, action: Tensor) -> Tensor:
+        if self.conv_block is not None:
+            return self.head(self.layer2(torch.cat((self.layer1(self.conv_block(_as_float(state))), action), -1)))
+        x = torch.cat((self.input_norm(state), action), -1)
+        return self.head(self.layer2(self.layer1(x)))
+
+
+class Actor(nn.Module):
+    """Takes a single tensor of size [B, state_sz] -> [B, action_sz]: the deterministic policy μ(s),
+    bounded to [-1, 1] by a tanh; `DDPGAgent` scales it onto the environment's action bounds."""
+
+    def __init__(self, state_sz: int, action_sz: int, hidden1: int = 400, hidden2: int = 300,
+                 head_layer: Type[nn.Module] = nn.Linear, activation_fn: Type[nn.Module] = nn.ReLU,
+                 weight_init_fn: Callable = init_kaiming_normal_weights,
+                 final_layer_init_fn: Callable = partial(init_uniform_weights, bound=1e-4),
+                 conv_block: Optional[nn.Sequential] = None, batch_norm: bool = False):
+        super().__init__()
+        if state_sz < 1 or action_sz < 1:
+            raise ValueError(f"Actor needs state_sz >= 1 and action_sz >= 1, got {state_sz} and {action_sz}.")
+        self.state_sz, self.action_sz, self.conv_block = state_sz, action_sz, conv_block
+        norm = (lambda n: [nn.BatchNorm1d(n)]) if batch_norm else (lambda n: [])
+        self.body = nn.Sequential(*(norm(state_sz) if conv_block is None else []),
+                                  nn.Linear(state_sz, hidden1), *norm(hidden1), activation_fn(),
+                                  nn.Linear(hidden1, hidden2), *norm(hidden2), activation_fn())
+        self.head = head_layer(hidden2, action_sz)
+        self.apply(weight_init_fn)
+        self.head.apply(final_layer_init_fn)
+
+    def forward(self, state: Tensor) -> Tensor:
+        if self.conv_block is not None:
+            state = self.conv_block(_as_float(state))
+        return torch.tanh(self.head(self.body(state)))
+
+
+def check_state_size(model: nn.Module, space: gym.spaces.Space, name: str):
+    "The model's input must fit the env's observations: say how to build it when it does not."
+    shape = tuple(space.shape)
+    conv_block = getattr(model, "conv_block", None)
+    if conv_block is None:
+        size = int(torch.Size(shape).numel())
+        if getattr(model, "state_sz", size) != size:
+            raise ValueError(f"{name}(state_sz={model.state_sz}) but the observations have shape {shape} "
+                             f"({size} values); build it as {name}({size}, ...).")
+        return
+    device = next(model.parameters()).device
+    was_training = conv_block.training
+    try:
+        with torch.no_grad():
+            features = conv_block.eval()(torch.zeros(1, *shape, device=device)).shape[-1]
+    except RuntimeError as error:
+        raise ValueError(f"{name}'s conv block does not take observations of shape {shape}: {error}. Build it with "
+                         f"ddpg_conv2d_block({shape}).") from error
+    finally:
+        conv_block.train(was_training)
+    if features != model.state_sz:
+        raise ValueError(f"{name}'s conv block turns observations of shape {shape} into {features} features, but "
+                         f"{name}(state_sz={model.state_sz}). Build the block with ddpg_conv2d_block({shape}) and "
+                         "pass its n_features_out as state_sz.")
