@@ -17,10 +17,11 @@ and optimizers, and the same schedule of env steps and gradient rounds as `fastr
 - DDPG, Pendulum-v1: actor and critic [400, 300] ReLU (critic takes [s, a] at its input), tanh
   actor scaled onto [-2, 2]; uniform random actions for the first `warmup` = min(10k, max(256,
   steps // 2)) env steps, Gaussian noise σ 0.1 (of the half range) always added, actions clipped
-  to [-1, 1]; batch 256 from a 200k buffer; from `warmup` on, one round per env step: Polyak
-  update of both targets (τ 0.005, `torch._foreach_lerp_`), critic step on the MSE to
+  to [-1, 1] and stored so (the env receives them scaled); batch 256 from a 200k buffer; from
+  `warmup` on, one round per env step: critic step on the MSE to
   y = r + 0.98 (1 - terminated) Q'(s', μ'(s')), actor step on -Q(s, μ(s)) with the critic's
-  weights frozen; both optimizers Adam(lr 1e-3, fused).
+  weights frozen, then a Polyak update of both targets (τ 0.005, `torch._foreach_lerp_`); both
+  optimizers Adam(lr 1e-3, fused).
 
 Each run is a fresh subprocess (this script re-invoked with --worker) calling
 `torch.set_num_threads(--threads)`; runs alternate fastrl_lite, bare, fastrl_lite, bare, ...
@@ -104,7 +105,7 @@ def bare_dqn(steps: int, seed: int) -> dict:
         # store the transition in place (n_envs == 1 here, so no wrap-around split is needed)
         states[pointer:pointer + n_envs] = obs_t
         next_states[pointer:pointer + n_envs] = torch.from_numpy(final.astype(np.float32))
-        actions[pointer:pointer + n_envs] = action
+        actions[pointer:pointer + n_envs] = unit_action  # the networks' unit; the env got `action`
         rewards[pointer:pointer + n_envs] = torch.from_numpy(reward.astype(np.float32))
         terminals[pointer:pointer + n_envs] = torch.from_numpy(terminated)
         pointer = (pointer + n_envs) % capacity
@@ -208,7 +209,7 @@ def bare_ddpg(steps: int, seed: int) -> dict:
         final, done = _final_next_obs(obs, terminated, truncated, info)
         states[pointer:pointer + n_envs] = obs_t
         next_states[pointer:pointer + n_envs] = torch.from_numpy(final.astype(np.float32))
-        actions[pointer:pointer + n_envs] = action
+        actions[pointer:pointer + n_envs] = unit_action  # the networks' unit; the env got `action`
         rewards[pointer:pointer + n_envs] = torch.from_numpy(reward.astype(np.float32))
         terminals[pointer:pointer + n_envs] = torch.from_numpy(terminated)
         pointer = (pointer + n_envs) % capacity
@@ -225,7 +226,6 @@ def bare_ddpg(steps: int, seed: int) -> dict:
         s, a, r = states.index_select(0, idx), actions.index_select(0, idx), rewards.index_select(0, idx)
         s2, term = next_states.index_select(0, idx), terminals.index_select(0, idx)
         with torch.no_grad():
-            torch._foreach_lerp_(targets, online, tau)
             y = r + gamma * (~term).float() * critic_fn(critic_target, s2, actor_fn(actor_target, s2))
         critic_loss = F.mse_loss(critic_fn(critic, s, a), y)
         critic_opt.zero_grad(set_to_none=True)
@@ -239,6 +239,8 @@ def bare_ddpg(steps: int, seed: int) -> dict:
         actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(targets, online, tau)
         rounds += 1
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     env.close()

@@ -57,15 +57,13 @@ def worker(args):
     if not args.warm_cache:  # a cold compile: inductor's on-disk cache would otherwise hide most of it
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="compile_update-")
     import torch
-    from fastrl_lite.memory import ExperienceReplay
-    from fastrl_lite.pipes import find_pipe
     torch.set_num_threads(args.threads)
     compiled = args.worker == "compiled"
     compile = ({"mode": args.mode} if args.mode != "default" else True) if compiled else False
     learner, dl = build(args.algo, compile, args.device, args.fill, args.seed)
-    replay, pipe = find_pipe(learner.pipe, ExperienceReplay), learner.pipe
+    replay, pipe = learner.collector.buffer, learner.pipe
     while len(replay) < args.fill:
-        replay.add(next(dl))
+        replay.extend(next(dl))
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 

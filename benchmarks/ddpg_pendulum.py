@@ -45,10 +45,11 @@ def run_fastrl_lite(steps: int, seed: int, episodes: int):
     start, cpu = time.perf_counter(), time.process_time()
     learner.fit(epochs)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    actor, agent = learner.models["actor"], learner.stepper.agent
+    actor, agent, to_env = learner.models["actor"], learner.stepper.agent, learner.stepper.to_env
     from fastrl_lite import SimpleStep
-    with evaluating(actor):
-        returns = greedy_returns(lambda obs: agent(SimpleStep(state=torch.as_tensor(obs)[None])).numpy()[0], episodes)
+    with evaluating(actor):  # the agent acts in the actor's [-1, 1]; to_env scales onto Pendulum's bounds
+        returns = greedy_returns(lambda obs: to_env(agent(SimpleStep(state=torch.as_tensor(obs)[None]))).numpy()[0],
+                                 episodes)
     return learner.env_steps, seconds, cpu_seconds, returns
 
 

@@ -50,9 +50,8 @@ def env_run(num_envs: int, steps: int, seed: int, collect_only: bool) -> dict:
     else:
         learner = DQNLearner(model, [dl], lr=2.3e-3, bs=64, max_sz=100_000, warmup=1000, train_every=256,
                              updates=128, gamma=0.99, target_sync=128, batches=1280)
-        rounds_planned = (max(0, steps - 1000) // 256 + 1) * 128
         start, cpu = time.perf_counter(), time.process_time()
-        learner.fit(math.ceil(rounds_planned / learner.batches))
+        learner.fit(max(1, math.ceil(learner.collector.rounds_within(steps) / learner.batches)))
         env_steps, rounds = learner.env_steps, learner.batch
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     return {"num_envs": num_envs, "collect_only": collect_only, "env_steps": env_steps, "rounds": rounds,

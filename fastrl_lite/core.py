@@ -87,18 +87,21 @@ class SimpleStep:
     env_steps: Optional[int] = None
 
     def __init__(self, *args: Optional[Tensor], **fields: Optional[Tensor]):
-        if len(args) > len(CORE_FIELDS):
-            raise TypeError(f"SimpleStep takes at most {len(CORE_FIELDS)} positional fields ({', '.join(CORE_FIELDS)}).")
-        for name, value in zip(CORE_FIELDS, args):
-            if name in fields:
-                raise TypeError(f"SimpleStep got field {name!r} twice.")
-            fields[name] = value
-        d = self.__dict__
-        for name, value in fields.items():
-            if value is not None:
-                if name in _RESERVED or name.startswith("_"):
-                    raise TypeError(f"{name!r} cannot be a SimpleStep field: it names a SimpleStep method.")
-                d[name] = value
+        if args:
+            if len(args) > len(CORE_FIELDS):
+                raise TypeError(f"SimpleStep takes at most {len(CORE_FIELDS)} positional fields "
+                                f"({', '.join(CORE_FIELDS)}).")
+            for name, value in zip(CORE_FIELDS, args):
+                if name in fields:
+                    raise TypeError(f"SimpleStep got field {name!r} twice.")
+                fields[name] = value
+        if not fields.keys() <= _KNOWN:  # a new name: check it once, then it is known
+            for name in fields.keys() - _KNOWN:
+                if name in _RESERVED or name.startswith("_") or not name.isidentifier():
+                    raise TypeError(f"{name!r} cannot be a SimpleStep field: it names a SimpleStep method or is "
+                                    "private.")
+                _KNOWN.add(name)
+        self.__dict__.update(fields)  # a None stays an absent field: fields() lists tensors only
 
     def fields(self) -> Dict[str, Tensor]:
         "The fields that hold a tensor, by name."
@@ -160,6 +163,7 @@ class SimpleStep:
 
 # names a field cannot take: SimpleStep's methods and properties
 _RESERVED = frozenset(n for n in dir(SimpleStep) if not n.startswith("_")) - set(CORE_FIELDS) - {"env_steps"}
+_KNOWN = set(CORE_FIELDS)  # field names already checked
 
 
 def env_steps_of(item) -> int:

@@ -14,13 +14,13 @@ __all__ = ["Update"]
 PerLoss = Union[float, int, None, Mapping[str, Union[float, int, None]]]
 
 
-def _per_loss(value, keys, name: str) -> Dict:
-    "A setting given once for every loss, or per loss key."
+def _per_loss(value, keys, name: str, default=None) -> Dict:
+    "A setting given once for every loss, or per loss key (a key left out takes `default`)."
     if isinstance(value, Mapping):
         unknown = set(value) - set(keys)
         if unknown:
             raise ValueError(f"{name} names losses {sorted(unknown)} this Update does not step; it steps {list(keys)}.")
-        return {k: value.get(k) for k in keys}
+        return {k: value.get(k, default) for k in keys}
     return {k: value for k in keys}
 
 
@@ -54,7 +54,7 @@ class Update(Pipe):
                 raise TypeError(f"Update's optimizer for {key!r} is a {type(opt).__name__}, not a torch optimizer.")
         keys = list(optimizers)
         clip = _per_loss(clip_grad_norm, keys, "clip_grad_norm")
-        every = _per_loss(every, keys, "every")
+        every = _per_loss(every, keys, "every", default=1)
         schedulers = _per_loss(schedulers or {}, keys, "schedulers")
         for key in keys:
             if clip[key] is not None and not clip[key] > 0:

@@ -25,6 +25,10 @@ def env_pipeline(dls, algo: str, agent_hint: str) -> Tuple[GymStepper, Optional[
         raise ValueError(f"{algo}: dls[0] has no GymStepper; build it with GymDataPipe(env_ids, agent={agent_hint}).")
     if stepper.agent is None:
         raise ValueError(f"dls[0] has no agent: build it with GymDataPipe(..., agent={agent_hint}).")
+    if not isinstance(getattr(stepper.agent, "model", None), nn.Module):
+        raise ValueError(f"{algo}: dls[0]'s agent ({type(stepper.agent).__name__}) has no `model`, the network it "
+                         f"runs, so {algo} cannot check that it trains that network; build it with {agent_hint}, or "
+                         "give your agent a `model` attribute (AgentHead(..., model=...)).")
     return stepper, find_pipe(dls[0], NStepper, required=False)
 
 

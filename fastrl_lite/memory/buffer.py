@@ -61,6 +61,7 @@ class TensorStorage:
         numpy_writes = all(view is not None for *_, view in slots)
         absent = [k for k in (self.fields or ()) if k not in self.tensors]
         self._plan = (slots, numpy_writes, absent)
+        self._names = None  # the field names of the last step checked
 
     def write(self, step: SimpleStep, start: int, n: int):
         """Write the last `n` rows of `step` to rows `start, start + 1, …` (wrapping round to row 0)."""
@@ -70,10 +71,12 @@ class TensorStorage:
             self._make_plan()
         slots, numpy_writes, absent = self._plan
         values = [getattr(step, k) for k, _, _, _ in slots]
-        if (None in values or any(getattr(step, k, None) is not None for k in absent)
-                or (self.fields is None and len(replay_fields(step.fields())) != len(values))):
-            raise ValueError(f"Steps changed fields: the buffer holds {sorted(self.tensors)}, got "
-                             f"{sorted(k for k in replay_fields(step.fields()) if self.fields is None or k in self.fields)}.")
+        names = step.__dict__.keys()
+        if names != self._names:  # the fields differ from the last step's: check they still fit
+            kept = [k for k in replay_fields(step.fields()) if self.fields is None or k in self.fields]
+            if sorted(kept) != sorted(self.tensors):
+                raise ValueError(f"Steps changed fields: the buffer holds {sorted(self.tensors)}, got {sorted(kept)}.")
+            self._names = set(names)
         arrived = values[0].shape[0]
         for (k, _, row_shape, _), value in zip(slots, values):
             if value.shape[1:] != row_shape or value.shape[0] != arrived:
@@ -153,14 +156,16 @@ class RoundRobinWriter:
         self.size = 0
         self._rows = torch.arange(2 * max_sz) % max_sz  # indices for any wrapped run, as one view
 
-    def claim(self, n: int) -> Tuple[int, int, Tensor]:
-        """Rows for `n` new transitions: (first row, how many are kept, their indices). Of more than
-        `max_sz` only the newest `max_sz` are kept."""
-        kept = min(n, self.max_sz)
-        start = self.pointer
+    def claim(self, n: int) -> Tuple[int, int]:
+        """Where `n` new transitions go: (first row, how many are kept). Of more than `max_sz` only the
+        newest `max_sz` are kept. Nothing moves until `advance`, once they are written."""
+        return self.pointer, min(n, self.max_sz)
+
+    def advance(self, start: int, kept: int) -> Tensor:
+        "Mark `kept` rows from `start` written; returns their indices."
         self.pointer = (start + kept) % self.max_sz
         self.size = min(self.size + kept, self.max_sz)
-        return start, kept, self._rows[start:start + kept]
+        return self._rows[start:start + kept]
 
     def state_dict(self):
         return {"pointer": self.pointer, "size": self.size}
@@ -262,13 +267,9 @@ class ReplayBuffer:
     def extend(self, step: SimpleStep) -> Tensor:
         "Store a batch of transitions, overwriting the oldest once full; returns the rows written."
         n = len(step)
-        before = self.writer.state_dict()
-        start, kept, indices = self.writer.claim(n)
-        try:
-            self.storage.write(step, start, kept)
-        except Exception:  # a refused step leaves the buffer as it was
-            self.writer.load_state_dict(before)
-            raise
+        start, kept = self.writer.claim(n)
+        self.storage.write(step, start, kept)  # a refused step raises here, before anything moved
+        indices = self.writer.advance(start, kept)
         self.added += n
         self.sampler.on_write(indices)
         return indices
