@@ -162,7 +162,7 @@ class SimpleStep:
 
 
 # names a field cannot take: SimpleStep's methods and properties
-_RESERVED = frozenset(n for n in dir(SimpleStep) if not n.startswith("_")) - set(CORE_FIELDS) - {"env_steps"}
+_RESERVED = frozenset(n for n in dir(SimpleStep) if not n.startswith("_")) - set(CORE_FIELDS)
 _KNOWN = set(CORE_FIELDS)  # field names already checked
 
 

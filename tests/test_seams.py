@@ -217,10 +217,21 @@ def test_replay_stores_extras_by_default_but_not_fields_registered_without_repla
     batch = buffer.sample(16)
     assert torch.equal(batch.step.log_prob, -(batch.indices.float() + 1))
     assert "seams_scratch" not in batch.step.fields()
-    chosen = ReplayBuffer(8, fields=("state", "seams_scratch"))  # a buffer told which fields to keep keeps them
+
+
+def test_a_replay_told_which_fields_to_keep_keeps_them(register):
+    register("seams_scratch", replay=False)
+    step = numbered(4).replace(log_prob=torch.tensor([-1.0, -2.0, -3.0, -4.0]), seams_scratch=torch.ones(4, 7))
+    chosen = ReplayBuffer(8, fields=("state", "seams_scratch"))  # named fields are kept, replay=False or not
     chosen.extend(step)
     assert set(chosen.storage.tensors) == {"state", "seams_scratch"}
     assert torch.equal(chosen.storage.tensors["seams_scratch"][:4], torch.ones(4, 7))
+    chosen.extend(step)
+    assert len(chosen) == 8 and chosen.writer.pointer == 0
+    counters = ReplayBuffer(8, fields=("reward", "env_id"))  # a core field left out by default, asked for
+    counters.extend(step.replace(env_id=torch.arange(4)))
+    counters.extend(step.replace(env_id=torch.arange(4, 8)))
+    assert counters.storage.tensors["env_id"].tolist() == list(range(8))
 
 
 # ================================================================ 2. env steps counted from the data
@@ -655,12 +666,20 @@ def test_gamma_given_twice_must_agree():
     assert DQNLearner(model, [pipe], nsteps=3, gamma=0.99, batches=1).batches == 1
 
 
-def test_validate_on_a_capped_pipeline_runs_again_and_again():
-    learner = small_dqn(valid_n=400)
+@pytest.mark.parametrize("cap", [400, 25])
+def test_validate_on_a_capped_pipeline_runs_again_and_again(cap):
+    learner = small_dqn(valid_n=cap)
     valid = find_pipe(learner.dls[1], GymStepper)
-    runs = [learner.validate(episodes=2) for _ in range(3)]
+    runs, ran = [], [0]
+    for _ in range(3):
+        runs.append(learner.validate(episodes=2))
+        ran.append(valid.env_steps)
     assert [len(r["returns"]) for r in runs] == [2, 2, 2]
-    assert all(r["mean"] == float(np.mean(r["returns"])) and min(r["returns"]) >= 1 for r in runs)
+    assert all(r["mean"] == float(np.mean(r["returns"])) for r in runs)
+    assert [b - a for a, b in zip(ran, ran[1:])] == [sum(r["returns"]) for r in runs]  # CartPole: 1 per step
+    assert max(b - a for a, b in zip(ran, ran[1:])) <= cap  # the cap holds per call...
+    if cap == 25:
+        assert valid.env_steps > cap  # ...not over the pipeline's life, or the 2nd call would have stopped
     assert valid.episodes == 6 and valid.records is None and learner.model.training
     assert learner.records.values("episode_return") == []  # validation returns stay out of training's records
 

@@ -83,17 +83,19 @@ class Update(Pipe):
 
     def next(self) -> TrainBatch:
         batch = next(self.source)
-        self.rounds += 1
-        due = [e for e in self._entries if self.rounds % e[4] == 0] if len(self._entries) > 1 or \
+        rounds = self.rounds + 1
+        due = [e for e in self._entries if rounds % e[4] == 0] if len(self._entries) > 1 or \
             self._entries[0][4] > 1 else self._entries
         if not due:
+            self.rounds = rounds
             return batch
-        for entry in due:
-            for p in entry[2]:  # zero_grad(set_to_none=True) without the optimizer's per-call hooks
-                p.grad = None
         loss = self._loss(batch, due[0][0])
         for entry in due[1:]:
             loss = loss + self._loss(batch, entry[0])
+        self.rounds = rounds
+        for entry in due:
+            for p in entry[2]:  # zero_grad(set_to_none=True) without the optimizer's per-call hooks
+                p.grad = None
         scaler = self.scaler
         if scaler is None:
             loss.backward()

@@ -73,7 +73,7 @@ class TensorStorage:
         values = [getattr(step, k) for k, _, _, _ in slots]
         names = step.__dict__.keys()
         if names != self._names:  # the fields differ from the last step's: check they still fit
-            kept = [k for k in replay_fields(step.fields()) if self.fields is None or k in self.fields]
+            kept = list(self._kept(step))
             if sorted(kept) != sorted(self.tensors):
                 raise ValueError(f"Steps changed fields: the buffer holds {sorted(self.tensors)}, got {sorted(kept)}.")
             self._names = set(names)
