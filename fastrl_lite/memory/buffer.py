@@ -251,6 +251,7 @@ class ReplayBuffer:
         self.storage = TensorStorage(max_sz, device, fields)
         self.writer = RoundRobinWriter(max_sz)
         self.sampler = sampler if sampler is not None else UniformSampler()
+        self._hears_writes = type(self.sampler).on_write is not Sampler.on_write
         self.added = 0
 
     @property
@@ -271,7 +272,8 @@ class ReplayBuffer:
         self.storage.write(step, start, kept)  # a refused step raises here, before anything moved
         indices = self.writer.advance(start, kept)
         self.added += n
-        self.sampler.on_write(indices)
+        if self._hears_writes:
+            self.sampler.on_write(indices)
         return indices
 
     def sample(self, bs: int) -> TrainBatch:

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from ..core import CORE_FIELDS, SimpleStep, TrainBatch, env_steps_of, replay_fields
+from ..core import CORE_FIELDS, SimpleStep, TrainBatch, replay_fields
 from ..pipes import Pipe
 from .buffer import ReplayBuffer, UniformSampler
 
@@ -68,10 +68,13 @@ class Collector(Pipe):
         return ((env_steps - first) // self.train_every + 1) * self.updates
 
     def _collect(self, until: int):
+        source, extend = self.source, self.buffer.extend
         while self.env_steps < until:
-            item = next(self.source)
-            self.buffer.extend(_as_step(item))
-            self.env_steps += env_steps_of(item)
+            item = next(source)
+            if type(item) is not SimpleStep:
+                item = _as_step(item)  # a list of steps (a Batcher's): one step, their env steps added up
+            extend(item)
+            self.env_steps += item.env_steps if item.env_steps is not None else len(item)
 
     def next(self) -> TrainBatch:
         if self.owed == 0:
