@@ -83,13 +83,9 @@ def DDPGAgent(model: Actor, min_epsilon: float = 0.2, max_epsilon: float = 1.0, 
 # 4. The critic's target and loss -----------------------------------------------------------------
 
 def _target_of(model: nn.Module, pipe, given: Optional[nn.Module]) -> nn.Module:
-    """`given`, else the target network of the target updater upstream that tracks `model`, else
-    `model` itself (no target network, with a warning saying how to add one)."""
-    target = get_target_model(given, pipe, tracking=model, target_updater_cls=(SoftTargetUpdater,), required=False)
-    if target is not None:
-        return target
-    from ..learner import TargetModelUpdater
-    target = get_target_model(None, pipe, tracking=model, target_updater_cls=(TargetModelUpdater,), required=False)
+    """`given`, else the target network of the target updater upstream that tracks `model` (fastrl's
+    page builds its pipelines so), else `model` itself, with a warning saying how to add one."""
+    target = get_target_model(given, pipe, tracking=model, required=False)
     if target is not None:
         return target
     warnings.warn(f"CriticLossProcessor: no target network for the {type(model).__name__} upstream, so it bootstraps "
