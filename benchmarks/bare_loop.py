@@ -105,7 +105,7 @@ def bare_dqn(steps: int, seed: int) -> dict:
         # store the transition in place (n_envs == 1 here, so no wrap-around split is needed)
         states[pointer:pointer + n_envs] = obs_t
         next_states[pointer:pointer + n_envs] = torch.from_numpy(final.astype(np.float32))
-        actions[pointer:pointer + n_envs] = unit_action  # the networks' unit; the env got `action`
+        actions[pointer:pointer + n_envs] = action
         rewards[pointer:pointer + n_envs] = torch.from_numpy(reward.astype(np.float32))
         terminals[pointer:pointer + n_envs] = torch.from_numpy(terminated)
         pointer = (pointer + n_envs) % capacity
@@ -151,13 +151,12 @@ def bare_ddpg(steps: int, seed: int) -> dict:
     warmup = min(10_000, max(256, steps // 2))
 
     def init(module: nn.Sequential):
-        "Kaiming-normal hidden layers with bias 0.01, head U(-1e-4, 1e-4): fastrl_lite's Actor/Critic defaults."
+        "Kaiming-normal layers with bias 0.01, then the head's weights U(-1e-4, 1e-4): fastrl_lite's Actor/Critic defaults."
         for layer in module:
             if isinstance(layer, nn.Linear):
                 nn.init.kaiming_normal_(layer.weight)
                 nn.init.constant_(layer.bias, 0.01)
-        nn.init.uniform_(module[-1].weight, -1e-4, 1e-4)
-        nn.init.uniform_(module[-1].bias, -1e-4, 1e-4)
+        nn.init.uniform_(module[-1].weight, -1e-4, 1e-4)  # the head's bias keeps its 0.01, as in fastrl
         return module
 
     torch.manual_seed(seed)

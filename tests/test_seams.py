@@ -764,7 +764,7 @@ def test_replay_keeps_actor_units_while_the_env_gets_its_bounds():
     received = torch.tensor(bandit.received, dtype=torch.float32)
     assert stored.min() >= -1 and stored.max() <= 1 and (stored < 0).any()
     assert received.min() >= 0 and received.max() <= 5 and (received > 1).any()
-    assert torch.equal(received, 2.5 + 2.5 * stored)  # a = low + (u + 1)(high - low)/2, u as stored
+    assert torch.equal(received, 0.0 + (stored + 1) * 2.5)  # a = low + (u + 1)(high - low)/2, u as stored
     rewards = buffer.storage.tensors["reward"][:n]
     # rewarded for the action the env got
     assert torch.allclose(rewards.double(), -(received.double() - 3) ** 2, rtol=0, atol=1e-5)

@@ -183,8 +183,7 @@ class ActionScaler:
                                  "wrap the env with gymnasium.wrappers.ClipAction or RescaleAction first.")
             if not (self.low < self.high).all():
                 raise ValueError(f"Need low < high in every action dimension, got low={low}, high={high}.")
-            self._half = (self.high - self.low) * 0.5
-            self._mid = self.low + self._half
+            self._half = (self.high - self.low) * 0.5  # exact: low + (u + 1) * half rounds as SB3's unscaling does
 
     @classmethod
     def of(cls, space: gym.spaces.Box, algo: str = "A tanh-bounded agent") -> "ActionScaler":
@@ -207,8 +206,8 @@ class ActionScaler:
         if self.low is None:
             raise RuntimeError("This ActionScaler has no bounds yet: bind it to an env's action space first.")
         if self._half.device != action.device:
-            self._half, self._mid = self._half.to(action.device), self._mid.to(action.device)
-        return self._mid + action * self._half
+            self.low, self.high, self._half = (t.to(action.device) for t in (self.low, self.high, self._half))
+        return self.low + (action + 1) * self._half
 
     def __repr__(self):
         if self.low is None:
