@@ -1,8 +1,9 @@
 from .core import (AgentBase, AgentHead, StepFieldSelector, SimpleModelRunner, ArgMaxFeed, EpsilonSchedule,
                    DiscreteEpsilonRandomSelect, ActionClip, ActionUnbatcher)
 from .continuous import (OrnsteinUhlenbeck, GaussianNoise, ExplorationComparisonLogger, RandomStartRunner, ActionScaler,
-                         check_continuous)
+                         check_continuous, DeterministicAgent)
 
 __all__ = ["AgentBase", "AgentHead", "StepFieldSelector", "SimpleModelRunner", "ArgMaxFeed", "EpsilonSchedule",
            "DiscreteEpsilonRandomSelect", "ActionClip", "ActionUnbatcher", "OrnsteinUhlenbeck", "GaussianNoise",
-           "ExplorationComparisonLogger", "RandomStartRunner", "ActionScaler", "check_continuous"]
+           "ExplorationComparisonLogger", "RandomStartRunner", "ActionScaler", "check_continuous",
+           "DeterministicAgent"]

@@ -1,19 +1,19 @@
 """Pieces every continuous-control algorithm (DDPG, TD3, SAC) shares: exploration noise, a random
-start, the action bounds check, and scaling the policy's [-1, 1] actions onto the env's bounds at
-the env boundary."""
+start, the action bounds check, scaling the policy's [-1, 1] actions onto the env's bounds at the
+env boundary, and the deterministic policy's agent."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
 from ..pipes import Pipe
-from .core import EpsilonSchedule, SimpleModelRunner
+from .core import (ActionClip, AgentBase, AgentHead, EpsilonSchedule, SimpleModelRunner, StepFieldSelector)
 
 __all__ = ["OrnsteinUhlenbeck", "GaussianNoise", "ExplorationComparisonLogger", "RandomStartRunner", "ActionScaler",
-           "check_continuous"]
+           "check_continuous", "DeterministicAgent"]
 
 
 # Exploration: a_t = μ(s_t) + ε N_t, in the policy's units ---------------------------------------
@@ -239,3 +239,32 @@ class RandomStartRunner(SimpleModelRunner):
         n = next(self.source).shape[0]
         self.steps += n
         return torch.rand(n, self.action_sz, device=next(self.model.parameters()).device) * 2 - 1
+
+
+# The agent ----------------------------------------------------------------------------------------
+
+def DeterministicAgent(model: nn.Module, exploration: Optional[Callable] = None, random_steps: int = 0,
+                       action_space: Optional[gym.spaces.Box] = None,
+                       augmentations: Optional[Sequence[Callable]] = None) -> AgentHead:
+    """A deterministic policy's agent (DDPG, TD3): μ(s), plus the noise stage `exploration` builds
+    from its source while `model` trains, clipped to [-1, 1], the unit the replay and the networks
+    use. The env receives the actions scaled onto its bounds by the agent's `to_env` (an
+    `ActionScaler`): those of `action_space` when given, else those of the env the agent steps.
+
+    The noise stage is handed `model`, so it stops exploring in eval mode. For the first
+    `random_steps` env steps the policy is replaced by uniform random actions (`RandomStartRunner`),
+    the noise still added. Each of `augmentations` receives the agent pipeline before its head and
+    returns the pipeline to use."""
+    to_env = ActionScaler.of(action_space, "A deterministic-policy agent") if action_space is not None \
+        else ActionScaler()
+    pipe = AgentBase(model)
+    pipe = StepFieldSelector(pipe, field="state")
+    pipe = RandomStartRunner(pipe, model, random_steps=random_steps) if random_steps else SimpleModelRunner(pipe, model)
+    if exploration is not None:
+        pipe = exploration(pipe)
+        if isinstance(pipe, EpsilonSchedule) and pipe.model is None:
+            pipe.model = model  # the factory hands the noise stage the network whose mode it follows
+    pipe = ActionClip(pipe, -1, 1)
+    for fn in augmentations or ():
+        pipe = fn(pipe)
+    return AgentHead(pipe, model=model, to_env=to_env)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from functools import partial
 from typing import Callable, Optional, Sequence, Type
 
 import gymnasium as gym
@@ -26,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..agents import (ActionClip, ActionScaler, ActionUnbatcher, AgentBase, AgentHead, EpsilonSchedule, GaussianNoise,
-                      ExplorationComparisonLogger, OrnsteinUhlenbeck, RandomStartRunner, SimpleModelRunner,
-                      StepFieldSelector, check_continuous)
+from ..agents import (ActionClip, ActionUnbatcher, AgentHead, DeterministicAgent, GaussianNoise,
+                      ExplorationComparisonLogger, OrnsteinUhlenbeck, RandomStartRunner, check_continuous)
 from ..compat import BasicOptStepper, LossCollector
 from ..core import SimpleStep, TrainBatch
 from ..learner import Learner, SoftTargetUpdater, Update, bootstrap_discount, get_target_model
 from ..learner import LossCollector as _LossCollector
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
-from ..learner.wiring import check_agent, check_bootstrap, check_gamma, env_pipeline, make_optimizer
+from ..learner.wiring import (check_agent, check_bootstrap, check_bounded_actions, check_gamma, env_pipeline,
+                              make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import (Actor, Critic, check_state_size, ddpg_conv2d_block, init_kaiming_normal_weights,
                     init_uniform_weights, init_xavier_uniform_weights)
@@ -54,30 +55,19 @@ def DDPGAgent(model: Actor, min_epsilon: float = 0.2, max_epsilon: float = 1.0, 
               action_space: Optional[gym.spaces.Box] = None, exploration: Optional[Callable] = None,
               random_steps: int = 0) -> AgentHead:
     """Produces continuous action outputs: μ(s), plus exploration noise while `model` trains, clipped
-    to [-1, 1], the unit the replay and the networks use. The env receives them scaled onto its
-    action bounds by the agent's `to_env` (an `ActionScaler`): the bounds of `action_space` when
-    given, else those of the env the agent steps.
+    to [-1, 1], the unit the replay and the networks use; the env receives them scaled onto its
+    action bounds (those of `action_space` when given, else those of the env the agent steps).
 
     `exploration` builds the noise stage from its source (default: `OrnsteinUhlenbeck` with this ε
-    schedule; e.g. `partial(GaussianNoise, sigma=0.1)`); it is handed `model` so it stops exploring
-    in eval mode. For the first `random_steps` env steps the actor is replaced by uniform random
-    actions (`RandomStartRunner`), the noise still added. Each of `dp_augmentation_fns` receives the
-    agent pipeline before its head and returns the pipeline to use."""
-    to_env = ActionScaler.of(action_space, "DDPGAgent") if action_space is not None else ActionScaler()
-    pipe = AgentBase(model)
-    pipe = StepFieldSelector(pipe, field="state")
-    pipe = RandomStartRunner(pipe, model, random_steps=random_steps) if random_steps else SimpleModelRunner(pipe, model)
+    schedule; e.g. `partial(GaussianNoise, sigma=0.1)`). For the first `random_steps` env steps the
+    actor is replaced by uniform random actions (`RandomStartRunner`), the noise still added. Each of
+    `dp_augmentation_fns` receives the agent pipeline before its head and returns the pipeline to
+    use. It is a `DeterministicAgent` with fastrl's parameters."""
     if exploration is None:
-        pipe = OrnsteinUhlenbeck(pipe, action_sz=getattr(model, "action_sz", None), min_epsilon=min_epsilon,
-                                 max_epsilon=max_epsilon, max_steps=max_steps, model=model)
-    else:
-        pipe = exploration(pipe)
-        if isinstance(pipe, EpsilonSchedule) and pipe.model is None:
-            pipe.model = model  # the factory hands the noise stage the network whose mode it follows
-    pipe = ActionClip(pipe, -1, 1)
-    for fn in dp_augmentation_fns or ():
-        pipe = fn(pipe)
-    return AgentHead(pipe, model=model, to_env=to_env)
+        exploration = partial(OrnsteinUhlenbeck, action_sz=getattr(model, "action_sz", None), min_epsilon=min_epsilon,
+                              max_epsilon=max_epsilon, max_steps=max_steps, model=model)
+    return DeterministicAgent(model, exploration, random_steps=random_steps, action_space=action_space,
+                              augmentations=dp_augmentation_fns)
 
 
 # 4. The critic's target and loss -----------------------------------------------------------------
@@ -193,11 +183,7 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
     stepper, nstepper = env_pipeline(dls, "DDPGLearner", "DDPGAgent(actor)")
     space = check_continuous(stepper.env)
     check_agent(stepper, actor, "DDPGLearner", "actor", "DDPGAgent(actor)")
-    if not isinstance(stepper.to_env, ActionScaler) and not (
-            (space.low == -1).all() and (space.high == 1).all()):
-        raise ValueError(f"The actor's tanh actions lie in [-1, 1] but the env's bounds are low={space.low}, "
-                         f"high={space.high}, and dls[0]'s agent does not scale them: build it with DDPGAgent(actor), "
-                         "or give your AgentHead to_env=ActionScaler().")
+    check_bounded_actions(stepper, "DDPGLearner", "DDPGAgent(actor)")
     for model, name in ((actor, "Actor"), (critic, "Critic")):
         check_state_size(model, stepper.env.single_observation_space, name)
     action_sz = int(torch.Size(space.shape).numel())

@@ -9,10 +9,11 @@ from typing import Optional, Tuple, Type
 import torch
 from torch import nn
 
+from ..agents import ActionScaler, check_continuous
 from ..envs import GymStepper, NStepper
 from ..pipes import find_pipe
 
-__all__ = ["env_pipeline", "check_gamma", "check_bootstrap", "check_agent", "make_optimizer"]
+__all__ = ["env_pipeline", "check_gamma", "check_bootstrap", "check_agent", "check_bounded_actions", "make_optimizer"]
 
 
 def env_pipeline(dls, algo: str, agent_hint: str) -> Tuple[GymStepper, Optional[NStepper]]:
@@ -57,6 +58,17 @@ def check_agent(stepper: GymStepper, model: nn.Module, algo: str, name: str, how
     if stepper.agent.model is not model:
         raise ValueError(f"dls[0]'s agent runs a different network than the {name} given to {algo}, so training "
                          f"would never change how it acts; build the agent with {how}.")
+
+
+def check_bounded_actions(stepper: GymStepper, algo: str, how: str):
+    """A tanh-bounded policy's [-1, 1] actions must be scaled onto the env's bounds at the env
+    boundary (the agent's `ActionScaler`) unless those bounds are [-1, 1] already."""
+    space = check_continuous(stepper.env, algo)
+    if not isinstance(stepper.to_env, ActionScaler) and not ((space.low == -1).all() and (space.high == 1).all()):
+        raise ValueError(f"The actor's tanh actions lie in [-1, 1] but the env's bounds are low={space.low}, "
+                         f"high={space.high}, and dls[0]'s agent does not scale them: build it with {how}, or give "
+                         "your AgentHead to_env=ActionScaler().")
+    return space
 
 
 def make_optimizer(opt: Type[torch.optim.Optimizer], params, lr: float, name: str = "lr") -> torch.optim.Optimizer:
