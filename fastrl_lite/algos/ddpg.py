@@ -33,6 +33,7 @@ from ..compat import BasicOptStepper, LossCollector
 from ..core import SimpleStep, TrainBatch
 from ..learner import Learner, SoftTargetUpdater, Update, bootstrap_discount, get_target_model
 from ..learner import LossCollector as _LossCollector
+from ..learner.actor_critic import ActorLossProcessor
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
 from ..learner.wiring import (check_agent, check_bootstrap, check_bounded_actions, check_gamma, env_pipeline,
                               make_optimizer)
@@ -123,39 +124,7 @@ class CriticLossProcessor(Pipe):
         return batch
 
 
-# 5. The actor's loss -------------------------------------------------------------------------------
-
-class ActorLossProcessor(Pipe):
-    """losses['actor'] = -mean Q(s, μ(s)): minimising it follows ∇_a Q(s, a)|_{a=μ(s)} ∇_θ μ(s).
-
-    The critic is only a path for the gradient here: its parameters are switched to
-    `requires_grad=False` for the forward pass, so backward computes no critic weight gradients
-    (about a third of the critic's backward compute) and leaves none on the critic. `compile` as in
-    `CriticLossProcessor`, for `compute_loss`."""
-    fills = "actor"
-
-    def __init__(self, source, critic: nn.Module, actor: nn.Module, compile: CompileArg = False):
-        super().__init__(source)
-        self.critic, self.actor = critic, actor
-        self._critic_params = None
-        self._loss = maybe_compile(self.compute_loss, compile)
-
-    def compute_loss(self, state: Tensor) -> Tensor:
-        return -self.critic(state, self.actor(state)).mean()
-
-    def next(self) -> TrainBatch:
-        batch = next(self.source)
-        if self._critic_params is None:
-            self._critic_params = [p for p in self.critic.parameters() if p.requires_grad]
-        for p in self._critic_params:
-            p.requires_grad_(False)
-        try:
-            batch.losses[self.fills] = self._loss(batch.step.state)
-        finally:
-            for p in self._critic_params:
-                p.requires_grad_(True)
-        return batch
-
+# 5. The actor's loss: ActorLossProcessor (learner/actor_critic.py, shared with TD3) -----------------
 
 # 6. DDPG assembled ---------------------------------------------------------------------------------
 

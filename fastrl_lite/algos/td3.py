@@ -1,0 +1,184 @@
+"""TD3 (Fujimoto, van Hoof and Meger, 2018): DDPG with clipped double-Q learning, target policy
+smoothing and delayed policy updates.
+
+Algorithm 1, read top to bottom:
+  1. initialise critics Q_θ1, Q_θ2 and actor π_φ; targets θ'_i ← θ_i, φ' ← φ; replay B      TwinCritic, Actor, TD3Learner
+  2. act a = π_φ(s) + ε, ε ~ N(0, σ), clipped to the bounds; store (s, a, r, s')            TD3Agent (GaussianNoise)
+     (uniform random actions for the first `learning_starts` steps)                          RandomStartRunner
+  3. sample N transitions from B                                                            Collector(ReplayBuffer)
+     ã = clip(π_φ'(s') + ε̃, -1, 1), ε̃ = clip(N(0, σ̃), -c, c)      target policy smoothing   TwinCriticLoss.smoothed_actions
+     y = r + γ^k (1 - terminated) min_i Q_θ'i(s', ã)               clipped double Q          TwinCriticLoss.targets
+     θ_i ← argmin Σ_i mean (y - Q_θi(s, a))²                                                 TwinCriticLoss, Update
+  4. every d rounds:
+     φ ← φ + ∇_φ mean Q_θ1(s, π_φ(s))                              delayed policy update     ActorLossProcessor(every=d), Update
+     θ'_i ← τ θ_i + (1 - τ) θ'_i,  φ' ← τ φ + (1 - τ) φ'                                      SoftTargetUpdater(target_sync=d)
+
+Actions have one unit wherever a network sees them, the actor's tanh [-1, 1], so σ, σ̃ and c are
+fractions of half the action range, as in Stable-Baselines3; the agent scales actions onto the
+env's bounds where the env receives them. TD3Learner's parameters carry Stable-Baselines3's and
+rl-zoo's names and defaults.
+"""
+from __future__ import annotations
+
+import copy
+from functools import partial
+from typing import Optional, Sequence, Type, Union
+
+import gymnasium as gym
+import torch
+from torch import Tensor, nn
+
+from ..agents import AgentHead, DeterministicAgent, GaussianNoise, check_continuous
+from ..core import SimpleStep, TrainBatch
+from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
+from ..learner.actor_critic import ActorLossProcessor
+from ..learner.wiring import (check_agent, check_bootstrap, check_bounded_actions, check_gamma, env_pipeline,
+                              make_optimizer)
+from ..memory import Collector, ReplayBuffer
+from ..nets import Actor, Critic, check_state_size
+from ..pipes import Pipe, pipe_to_device
+
+__all__ = ["TwinCritic", "TwinCriticLoss", "TD3Agent", "TD3Learner"]
+
+
+# 1. Twin critics ----------------------------------------------------------------------------------
+
+class TwinCritic(nn.Module):
+    """Two critics of the same (state, action): `forward(s, a)` returns both values side by side,
+    [B, 2]; `q1` alone drives the actor. Build it from two critics, or `TwinCritic.of(state_sz,
+    action_sz, ...)` for two `Critic`s."""
+
+    def __init__(self, q1: nn.Module, q2: nn.Module):
+        super().__init__()
+        if q1 is q2:
+            raise ValueError("TwinCritic needs two separate critics; build a second one (they must not share weights).")
+        sizes = {(getattr(q, "state_sz", None), getattr(q, "action_sz", None)) for q in (q1, q2)}
+        if len(sizes) != 1:
+            raise ValueError(f"The two critics take inputs of different sizes (state_sz, action_sz): {sorted(sizes)}.")
+        self.q1, self.q2 = q1, q2
+        self.state_sz, self.action_sz = next(iter(sizes))
+
+    @classmethod
+    def of(cls, state_sz: int, action_sz: int, hidden1: int = 400, hidden2: int = 300, **critic_kwargs) -> "TwinCritic":
+        "Two independently initialised `Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs)`."
+        return cls(Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs),
+                   Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs))
+
+    def forward(self, state: Tensor, action: Tensor) -> Tensor:
+        return torch.cat((self.q1(state, action), self.q2(state, action)), dim=-1)
+
+
+# 3. The critics' target and loss ------------------------------------------------------------------
+
+def _check_smoothing(policy_noise: float, noise_clip: float):
+    if not policy_noise >= 0 or not noise_clip >= 0:
+        raise ValueError(f"The target policy noise and its clip must be >= 0 (0 turns the smoothing off), got "
+                         f"{policy_noise} and {noise_clip}.")
+
+
+class TwinCriticLoss(Pipe):
+    """losses['critic'] = Σ_i mean (Q_i(s, a) − y)² with the clipped double-Q target
+    y = r + γ^k (1 − terminated) min_i Q'_i(s', ã) and the smoothed target action
+    ã = clip(μ'(s') + clip(N(0, policy_noise), −noise_clip, noise_clip), −1, 1).
+
+    `critics`/`t_critics` are `TwinCritic`s (online and target), `t_actor` the target actor; k is
+    each transition's `nsteps` (1 when absent). `policy_noise=0` turns the smoothing off."""
+    fills = "critic"
+
+    def __init__(self, source, critics: TwinCritic, t_critics: TwinCritic, t_actor: nn.Module, gamma: float = 0.99,
+                 policy_noise: float = 0.2, noise_clip: float = 0.5):
+        super().__init__(source)
+        _check_smoothing(policy_noise, noise_clip)
+        self.critics, self.t_critics, self.t_actor = critics, t_critics, t_actor
+        self.gamma = check_gamma(gamma, "TwinCriticLoss")
+        self.policy_noise, self.noise_clip = policy_noise, noise_clip
+
+    def smoothed_actions(self, next_state: Tensor) -> Tensor:
+        "ã: the target actor's action plus clipped Gaussian noise, kept within [-1, 1]."
+        action = self.t_actor(next_state)
+        if self.policy_noise == 0:
+            return action
+        noise = (torch.randn_like(action) * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
+        return (action + noise).clamp(-1, 1)
+
+    def targets(self, step: SimpleStep) -> Tensor:
+        next_q = self.t_critics(step.next_state, self.smoothed_actions(step.next_state)).amin(dim=-1)
+        return step.reward + bootstrap_discount(step, self.gamma) * next_q
+
+    def compute_loss(self, step: SimpleStep, targets: Tensor) -> Tensor:
+        q = self.critics(step.state, step.action.reshape(len(step), -1).to(step.reward.dtype))
+        return (q - targets.unsqueeze(-1)).pow(2).mean(dim=0).sum()
+
+    def next(self) -> TrainBatch:
+        batch = next(self.source)
+        with torch.no_grad():
+            batch.targets = self.targets(batch.step)
+        batch.losses[self.fills] = self.compute_loss(batch.step, batch.targets)
+        return batch
+
+
+# 2. The agent ----------------------------------------------------------------------------------------
+
+def TD3Agent(actor: nn.Module, noise_std: float = 0.1, random_steps: int = 0,
+             action_space: Optional[gym.spaces.Box] = None) -> AgentHead:
+    """TD3's exploration: μ(s) + N(0, noise_std) (a fraction of half the action range) while `actor`
+    trains, the greedy μ(s) in eval mode, uniform random actions for the first `random_steps` env
+    steps; clipped to [-1, 1] and scaled onto the env's bounds where the env receives them."""
+    return DeterministicAgent(actor, partial(GaussianNoise, sigma=noise_std), random_steps=random_steps,
+                              action_space=action_space)
+
+
+# TD3 assembled ----------------------------------------------------------------------------------------
+
+def TD3Learner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]], dls: Sequence, logger_bases=None,
+               learning_rate: float = 1e-3, buffer_size: int = 1_000_000, learning_starts: int = 100,
+               batch_size: int = 256, tau: float = 0.005, gamma: float = 0.99, train_freq: int = 1,
+               gradient_steps: int = 1, policy_delay: int = 2, target_policy_noise: float = 0.2,
+               target_noise_clip: float = 0.5, optimizer_class: Type[torch.optim.Optimizer] = torch.optim.Adam,
+               nsteps: int = 1, device=None, batches: int = 1000) -> Learner:
+    """TD3 on the env pipeline `dls[0]`, whose agent runs `actor` (`TD3Agent(actor)`); `critics` is a
+    `TwinCritic` or a pair of critics. The names and defaults are Stable-Baselines3's
+    (`learning_rate` for both optimizers, `buffer_size`, `learning_starts` transitions before the
+    first round, `train_freq` env steps → `gradient_steps` rounds, `policy_delay`,
+    `target_policy_noise`, `target_noise_clip`). `nsteps` and `gamma` must match the n-step merging
+    of `dls[0]`; an epoch is `batches` gradient rounds."""
+    if not isinstance(critics, TwinCritic):
+        if len(critics) != 2:
+            raise ValueError(f"TD3 needs two critics (a TwinCritic or a pair), got {len(critics)}.")
+        critics = TwinCritic(*critics)
+    gamma = check_gamma(gamma, "TD3Learner")
+    if not isinstance(policy_delay, int) or isinstance(policy_delay, bool) or policy_delay < 1:
+        raise ValueError(f"policy_delay must be a whole number of rounds >= 1, got {policy_delay!r}.")
+    stepper, nstepper = env_pipeline(dls, "TD3Learner", "TD3Agent(actor)")
+    space = check_continuous(stepper.env, "TD3")
+    check_agent(stepper, actor, "TD3Learner", "actor", "TD3Agent(actor)")
+    check_bounded_actions(stepper, "TD3Learner", "TD3Agent(actor)")
+    for model, name in ((actor, "Actor"), (critics.q1, "Critic"), (critics.q2, "Critic")):
+        check_state_size(model, stepper.env.single_observation_space, name)
+    action_sz = int(torch.Size(space.shape).numel())
+    if getattr(actor, "action_sz", action_sz) != action_sz or getattr(critics, "action_sz", action_sz) != action_sz:
+        raise ValueError(f"The env's actions have {action_sz} values but the actor/critics were built with action_sz="
+                         f"{getattr(actor, 'action_sz', '?')}/{getattr(critics, 'action_sz', '?')}.")
+    check_bootstrap(nstepper, nsteps, gamma, "TD3Learner")
+    _check_smoothing(target_policy_noise, target_noise_clip)
+    if not 0 < tau <= 1:
+        raise ValueError(f"tau must lie in (0, 1] (1 is a hard copy), got {tau}.")
+    critic_optimizer = make_optimizer(optimizer_class, critics.parameters(), learning_rate, "learning_rate")
+    actor_optimizer = make_optimizer(optimizer_class, actor.parameters(), learning_rate, "learning_rate")
+    collector = Collector(dls[0], ReplayBuffer(buffer_size, device=device), bs=batch_size, warmup=learning_starts,
+                          train_every=train_freq, updates=gradient_steps)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    actor.to(device)
+    critics.to(device)
+
+    t_critics, t_actor = (copy.deepcopy(m).requires_grad_(False) for m in (critics, actor))
+    pipe = TwinCriticLoss(collector, critics, t_critics, t_actor, gamma, target_policy_noise, target_noise_clip)
+    pipe = Update(pipe, {"critic": critic_optimizer})
+    pipe = ActorLossProcessor(pipe, critics.q1, actor, every=policy_delay)
+    pipe = Update(pipe, {"actor": actor_optimizer}, every=policy_delay)
+    pipe = SoftTargetUpdater(pipe, critics, tau=tau, target_sync=policy_delay, target_model=t_critics)
+    pipe = SoftTargetUpdater(pipe, actor, tau=tau, target_sync=policy_delay, target_model=t_actor)
+    pipe = LossCollector(pipe)
+    pipe_to_device(pipe, device)
+    return Learner({"actor": actor, "critics": critics}, pipe, dls=dls, batches=batches, logger_bases=logger_bases,
+                   name="TD3", collector=collector, stepper=stepper)
