@@ -35,10 +35,10 @@ from ..learner import Learner, SoftTargetUpdater, Update, bootstrap_discount, ge
 from ..learner import LossCollector as _LossCollector
 from ..learner.actor_critic import ActorLossProcessor
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
-from ..learner.wiring import (check_agent, check_bootstrap, check_bounded_actions, check_gamma, env_pipeline,
-                              make_optimizer)
+from ..learner.wiring import (check_actor_critic_sizes, check_agent, check_bootstrap, check_bounded_actions,
+                              check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
-from ..nets import (Actor, Critic, check_state_size, ddpg_conv2d_block, init_kaiming_normal_weights,
+from ..nets import (Actor, Critic, ddpg_conv2d_block, init_kaiming_normal_weights,
                     init_uniform_weights, init_xavier_uniform_weights)
 from ..pipes import Pipe, pipe_to_device
 
@@ -153,12 +153,7 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
     space = check_continuous(stepper.env)
     check_agent(stepper, actor, "DDPGLearner", "actor", "DDPGAgent(actor)")
     check_bounded_actions(stepper, "DDPGLearner", "DDPGAgent(actor)")
-    for model, name in ((actor, "Actor"), (critic, "Critic")):
-        check_state_size(model, stepper.env.single_observation_space, name)
-    action_sz = int(torch.Size(space.shape).numel())
-    if getattr(actor, "action_sz", action_sz) != action_sz or getattr(critic, "action_sz", action_sz) != action_sz:
-        raise ValueError(f"The env's actions have {action_sz} values but Actor/Critic were built with action_sz="
-                         f"{getattr(actor, 'action_sz', '?')}/{getattr(critic, 'action_sz', '?')}.")
+    check_actor_critic_sizes(stepper, space, actor, [critic])
     check_bootstrap(nstepper, nsteps, gamma, "DDPGLearner")
     critic_optimizer = make_optimizer(critic_opt, critic.parameters(), critic_lr, "critic_lr")
     actor_optimizer = make_optimizer(actor_opt, actor.parameters(), actor_lr, "actor_lr")

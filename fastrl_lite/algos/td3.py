@@ -32,10 +32,10 @@ from ..agents import AgentHead, DeterministicAgent, GaussianNoise, check_continu
 from ..core import SimpleStep, TrainBatch
 from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
 from ..learner.actor_critic import ActorLossProcessor
-from ..learner.wiring import (check_agent, check_bootstrap, check_bounded_actions, check_gamma, env_pipeline,
-                              make_optimizer)
+from ..learner.wiring import (check_actor_critic_sizes, check_agent, check_bootstrap, check_bounded_actions,
+                              check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
-from ..nets import Actor, Critic, check_state_size
+from ..nets import Critic
 from ..pipes import Pipe, pipe_to_device
 
 __all__ = ["TwinCritic", "TwinCriticLoss", "TD3Agent", "TD3Learner"]
@@ -153,12 +153,7 @@ def TD3Learner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     space = check_continuous(stepper.env, "TD3")
     check_agent(stepper, actor, "TD3Learner", "actor", "TD3Agent(actor)")
     check_bounded_actions(stepper, "TD3Learner", "TD3Agent(actor)")
-    for model, name in ((actor, "Actor"), (critics.q1, "Critic"), (critics.q2, "Critic")):
-        check_state_size(model, stepper.env.single_observation_space, name)
-    action_sz = int(torch.Size(space.shape).numel())
-    if getattr(actor, "action_sz", action_sz) != action_sz or getattr(critics, "action_sz", action_sz) != action_sz:
-        raise ValueError(f"The env's actions have {action_sz} values but the actor/critics were built with action_sz="
-                         f"{getattr(actor, 'action_sz', '?')}/{getattr(critics, 'action_sz', '?')}.")
+    check_actor_critic_sizes(stepper, space, actor, [critics.q1, critics.q2])
     check_bootstrap(nstepper, nsteps, gamma, "TD3Learner")
     _check_smoothing(target_policy_noise, target_noise_clip)
     if not 0 < tau <= 1:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Tuple, Type
+from typing import Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
 
 from ..agents import ActionScaler, check_continuous
 from ..envs import GymStepper, NStepper
+from ..nets import check_state_size
 from ..pipes import find_pipe
 
-__all__ = ["env_pipeline", "check_gamma", "check_bootstrap", "check_agent", "check_bounded_actions", "make_optimizer"]
+__all__ = ["env_pipeline", "check_gamma", "check_bootstrap", "check_agent", "check_bounded_actions",
+           "check_actor_critic_sizes", "make_optimizer"]
 
 
 def env_pipeline(dls, algo: str, agent_hint: str) -> Tuple[GymStepper, Optional[NStepper]]:
@@ -69,6 +71,17 @@ def check_bounded_actions(stepper: GymStepper, algo: str, how: str):
                          f"high={space.high}, and dls[0]'s agent does not scale them: build it with {how}, or give "
                          "your AgentHead to_env=ActionScaler().")
     return space
+
+
+def check_actor_critic_sizes(stepper: GymStepper, space, actor: nn.Module, critics: Sequence[nn.Module]):
+    "The actor and every critic must take the env's observations and its number of action values."
+    for model, name in ((actor, "Actor"), *((critic, "Critic") for critic in critics)):
+        check_state_size(model, stepper.env.single_observation_space, name)
+    action_sz = int(torch.Size(space.shape).numel())
+    for model, name in ((actor, "Actor"), *((critic, "Critic") for critic in critics)):
+        if getattr(model, "action_sz", action_sz) != action_sz:
+            raise ValueError(f"The env's actions have {action_sz} values but the {name} was built with action_sz="
+                             f"{model.action_sz}; build it with action_sz={action_sz}.")
 
 
 def make_optimizer(opt: Type[torch.optim.Optimizer], params, lr: float, name: str = "lr") -> torch.optim.Optimizer:
