@@ -154,7 +154,6 @@ class RoundRobinWriter:
         self.max_sz = max_sz
         self.pointer = 0
         self.size = 0
-        self._rows = torch.arange(2 * max_sz) % max_sz  # indices for any wrapped run, as one view
 
     def claim(self, n: int) -> Tuple[int, int]:
         """Where `n` new transitions go: (first row, how many are kept). Of more than `max_sz` only the
@@ -165,7 +164,9 @@ class RoundRobinWriter:
         "Mark `kept` rows from `start` written; returns their indices."
         self.pointer = (start + kept) % self.max_sz
         self.size = min(self.size + kept, self.max_sz)
-        return self._rows[start:start + kept]
+        if start + kept <= self.max_sz:
+            return torch.arange(start, start + kept)
+        return torch.arange(start, start + kept) % self.max_sz
 
     def state_dict(self):
         return {"pointer": self.pointer, "size": self.size}
