@@ -195,3 +195,23 @@ def test_td3_learns_pendulum_within_15k_steps():
             best = max(best, learner.validate(10, seed=learner.env_steps)["mean"])
     assert learner.env_steps <= 15_000
     assert best >= -400, f"greedy mean return {best:.0f} after {learner.env_steps} env steps"
+
+
+def test_nstep_returns_and_several_envs():
+    "3-step transitions from 2 envs: the collector counts both envs' steps and the round runs finite."
+    set_seed(0)
+    actor, critics = Actor(3, 1, 32, 32), TwinCritic.of(3, 1, 32, 32)
+    dl = GymDataPipe(["Pendulum-v1"], agent=TD3Agent(actor), seed=0, nsteps=3, firstlast=True, num_envs=2,
+                     gamma=0.98)
+    learner = TD3Learner(actor, critics, [dl], learning_starts=64, batch_size=32, buffer_size=1000, batches=30,
+                         nsteps=3, gamma=0.98)
+    learner.fit(1)
+    stepper = learner.stepper
+    assert learner.batch == 30 and stepper.num_envs == 2
+    # every env step the stepper ran reached the collector, but for the windows still open in the n-step stage
+    assert 0 <= stepper.env_steps - learner.env_steps <= 2 * 2
+    stored = learner.collector.buffer.storage.tensors["nsteps"][:len(learner.collector.buffer)]
+    assert int(stored.max()) == 3 and int(stored.min()) >= 1
+    assert np.isfinite(learner.history[-1]["critic_loss"]) and np.isfinite(learner.history[-1]["actor_loss"])
+    with pytest.raises(ValueError, match="gamma=0.98"):
+        TD3Learner(actor, critics, [dl], nsteps=3, gamma=0.9)
