@@ -59,8 +59,7 @@ class TensorStorage:
         "What a write needs per field, worked out once instead of on every env step."
         slots = [(k, v, v.shape[1:], _numpy_view(v)) for k, v in self.tensors.items()]
         numpy_writes = all(view is not None for *_, view in slots)
-        absent = [k for k in (self.fields or ()) if k not in self.tensors]
-        self._plan = (slots, numpy_writes, absent)
+        self._plan = (slots, numpy_writes)
         self._names = None  # the field names of the last step checked
 
     def write(self, step: SimpleStep, start: int, n: int):
@@ -69,7 +68,7 @@ class TensorStorage:
             self._allocate(step)
         if self._plan is None:
             self._make_plan()
-        slots, numpy_writes, absent = self._plan
+        slots, numpy_writes = self._plan
         values = [getattr(step, k) for k, _, _, _ in slots]
         names = step.__dict__.keys()
         if names != self._names:  # the fields differ from the last step's: check they still fit
