@@ -1,130 +1,297 @@
-"""`fastrl-lite train ALGO`: train on a gymnasium env with tuned defaults and write the run folder
-(metrics.csv, returns.png, model.pt, eval.json, episode.gif)."""
+"""fastrl-lite: train an agent on a gymnasium env with per-env presets and write a run folder
+(config.json, metrics.csv, returns.csv, returns.png, model.pt, eval.json, episode.gif, checkpoint.pt);
+evaluate a trained run; plot the learning curves of several runs.
+
+An algorithm is one builder function, `build_ALGO(env_id, hp, steps, seed, loggers) -> Learner`,
+registered in `BUILDERS`; its hyper-parameters (rl-zoo's names and units) come from `presets.py`."""
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
+import sys
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Optional
 
 import torch
 from gymnasium.error import DependencyNotInstalled
 
 from .core import set_seed
 from .envs import GymDataPipe, check_env_id, make_vec_env
-from .loggers import CSVLogger, ProgressBarLogger, plot_returns, record_episode_gif
+from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
+from .presets import parse_overrides, resolve
 
 
-def build_dqn(env_id: str, steps: int, seed: int, loggers):
-    "rl-zoo's tuned CartPole DQN: lr 2.3e-3, batch 64, 100k buffer, 256 env steps → 128 rounds, ε 1→0.04 over 16%."
+# ---------------------------------------------------------------- settings in other libraries' units
+def _whole(hp: Dict, key: str, low: int):
+    value = hp[key]
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        raise ValueError(f"{key} must be a whole number, got {value!r}.")
+    if value < low:
+        raise ValueError(f"{key} must be >= {low}, got {value}.")
+    return int(value)
+
+
+def _positive(hp: Dict, key: str, high: Optional[float] = None) -> float:
+    value = hp[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 \
+            or (high is not None and value > high):
+        bound = f"in (0, {high}]" if high is not None else "> 0"
+        raise ValueError(f"{key} must be a number {bound}, got {value!r}.")
+    return float(value)
+
+
+def collection(hp: Dict):
+    """(env steps between bursts, gradient rounds per burst) from SB3's `train_freq` (per env, times
+    `n_envs`) and `gradient_steps` (-1: as many rounds as env steps collected in the burst)."""
+    n_envs = _whole(hp, "n_envs", 1)
+    train_every = _whole(hp, "train_freq", 1) * n_envs
+    gradient_steps = _whole(hp, "gradient_steps", -1)
+    if gradient_steps == 0:
+        raise ValueError("gradient_steps must be >= 1, or -1 for as many rounds as env steps collected; got 0.")
+    return train_every, train_every if gradient_steps == -1 else gradient_steps
+
+
+def target_rounds(hp: Dict, train_every: int, updates: int):
+    """Gradient rounds between target updates, and a sentence saying so: `target_update_rounds` as
+    given, or rl-zoo's `target_update_interval` in env steps. Weights change only during bursts, so
+    an interval of N env steps is one update every max(1, round(N / train_every)) bursts."""
+    if hp.get("target_update_rounds") is not None:
+        rounds = _whole(hp, "target_update_rounds", 1)
+        return rounds, f"every {rounds} gradient rounds (target_update_rounds)"
+    interval = _whole(hp, "target_update_interval", 1)
+    bursts = max(1, round(interval / train_every))
+    return bursts * updates, (f"every {bursts * updates} gradient rounds = {bursts * train_every} env steps "
+                              f"(target_update_interval={interval} env steps)")
+
+
+def _net_arch(hp: Dict):
+    arch = hp["net_arch"]
+    if not isinstance(arch, (list, tuple)) or not arch or not all(isinstance(n, int) and n > 0 for n in arch):
+        raise ValueError(f"net_arch must be a list of layer sizes such as [256,256], got {arch!r}.")
+    return tuple(arch)
+
+
+def _probe(env_id: str):
+    env = make_vec_env(env_id)
+    return env, int(torch.Size(env.single_observation_space.shape).numel())
+
+
+# ---------------------------------------------------------------- one builder per algorithm
+def build_dqn(env_id: str, hp: Dict, steps: int, seed: int, loggers):
+    "DQN (double Q with `double_q`) with ε decaying over `exploration_fraction` of `n_timesteps`."
     from .algos.dqn import DQN, DQNAgent, DQNLearner, check_discrete
-    probe = make_vec_env(env_id)
+    probe, state_sz = _probe(env_id)
     n_actions = check_discrete(probe)
-    state_sz = int(torch.Size(probe.single_observation_space.shape).numel())
     probe.close()
-    model = DQN(state_sz, n_actions, hidden=(256, 256))
-    agent = DQNAgent(model, min_epsilon=0.04, max_epsilon=1.0, max_steps=max(1, int(0.16 * steps)))
-    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
-    learner = DQNLearner(model, [dl], logger_bases=loggers, lr=2.3e-3, bs=64, max_sz=100_000, warmup=1000,
-                         train_every=256, updates=128, gamma=0.99, target_sync=128, batches=1280)
-    return learner, epochs_for(learner, steps)
+    train_every, updates = collection(hp)
+    sync, said = target_rounds(hp, train_every, updates)
+    print(f"Target network: hard update {said}")
+    if not (0 <= hp["exploration_final_eps"] <= hp["exploration_initial_eps"] <= 1):
+        raise ValueError("Need 0 <= exploration_final_eps <= exploration_initial_eps <= 1, got "
+                         f"{hp['exploration_final_eps']} and {hp['exploration_initial_eps']}.")
+    decay = max(1, int(_positive(hp, "exploration_fraction", 1.0) * _whole(hp, "n_timesteps", 1)))
+    model = DQN(state_sz, n_actions, hidden=_net_arch(hp))
+    agent = DQNAgent(model, min_epsilon=hp["exploration_final_eps"], max_epsilon=hp["exploration_initial_eps"],
+                     max_steps=decay)
+    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps, num_envs=hp["n_envs"])
+    return DQNLearner(model, [dl], logger_bases=loggers, lr=_positive(hp, "learning_rate"),
+                      bs=_whole(hp, "batch_size", 1), max_sz=_whole(hp, "buffer_size", 1),
+                      warmup=_whole(hp, "learning_starts", 0), train_every=train_every, updates=updates,
+                      gamma=hp["gamma"], target_sync=sync, double=bool(hp["double_q"]),
+                      clip_grad_norm=hp["max_grad_norm"], batches=1280)
 
 
-def build_ddpg(env_id: str, steps: int, seed: int, loggers):
-    """rl-zoo's tuned Pendulum DDPG: γ 0.98, 200k buffer, learning starts 10k (at most half the run;
-    uniform random actions until then, as in SB3), Gaussian noise σ 0.1 (of the half action range),
-    1 gradient round per env step, lr 1e-3 for both networks, [400, 300] layers, batch 256, τ 0.005."""
-    from functools import partial
-    from .algos.ddpg import Actor, Critic, DDPGAgent, DDPGLearner, GaussianNoise, check_continuous
-    probe = make_vec_env(env_id)
-    space = check_continuous(probe)
-    state_sz = int(torch.Size(probe.single_observation_space.shape).numel())
-    action_sz = int(torch.Size(space.shape).numel())
-    probe.close()
-    actor, critic = Actor(state_sz, action_sz, 400, 300), Critic(state_sz, action_sz, 400, 300)
-    warmup = min(10_000, max(256, steps // 2))
-    agent = DDPGAgent(actor, exploration=partial(GaussianNoise, sigma=0.1), random_steps=warmup)
-    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
-    learner = DDPGLearner(actor, critic, [dl], logger_bases=loggers, actor_lr=1e-3, critic_lr=1e-3, tau=0.005,
-                          bs=256, max_sz=200_000, warmup=warmup, train_every=1, updates=1, gamma=0.98, batches=1000)
-    return learner, epochs_for(learner, steps)
-
-
-def build_td3(env_id: str, steps: int, seed: int, loggers):
-    """rl-zoo's tuned Pendulum TD3: γ 0.98, 200k buffer, learning starts 10k (at most half the run;
-    uniform random actions until then, as in SB3), Gaussian noise σ 0.1 (of the half action range),
-    1 gradient round per env step, lr 1e-3, [400, 300] layers, and SB3's batch 256, τ 0.005, policy
-    delay 2, target noise 0.2 clipped at 0.5."""
+def _continuous_sizes(env_id: str, algo: str):
     from .agents import check_continuous
+    probe, state_sz = _probe(env_id)
+    space = check_continuous(probe, algo)
+    probe.close()
+    return state_sz, int(torch.Size(space.shape).numel())
+
+
+def _learning_starts(hp: Dict) -> int:
+    "rl-zoo's `learning_starts` (uniform random actions until then, as in SB3), at most half the run."
+    return min(_whole(hp, "learning_starts", 0), max(256, _whole(hp, "n_timesteps", 1) // 2))
+
+
+def build_ddpg(env_id: str, hp: Dict, steps: int, seed: int, loggers):
+    "DDPG with Gaussian exploration noise σ = `noise_std` (of the half action range)."
+    from functools import partial
+    from .algos.ddpg import Actor, Critic, DDPGAgent, DDPGLearner, GaussianNoise
+    state_sz, action_sz = _continuous_sizes(env_id, "DDPG")
+    hidden = _net_arch(hp)
+    if len(hidden) != 2:
+        raise ValueError(f"DDPG's actor and critic have two hidden layers; net_arch must have two sizes, got {hidden}.")
+    actor, critic = Actor(state_sz, action_sz, *hidden), Critic(state_sz, action_sz, *hidden)
+    warmup = _learning_starts(hp)
+    train_every, updates = collection(hp)
+    agent = DDPGAgent(actor, exploration=partial(GaussianNoise, sigma=hp["noise_std"]), random_steps=warmup)
+    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps, num_envs=hp["n_envs"])
+    lr = _positive(hp, "learning_rate")
+    return DDPGLearner(actor, critic, [dl], logger_bases=loggers, actor_lr=lr, critic_lr=lr, tau=hp["tau"],
+                       bs=_whole(hp, "batch_size", 1), max_sz=_whole(hp, "buffer_size", 1), warmup=warmup,
+                       train_every=train_every, updates=updates, gamma=hp["gamma"], batches=1000)
+
+
+def build_td3(env_id: str, hp: Dict, steps: int, seed: int, loggers):
+    "TD3 with SB3's names: policy delay, target policy noise clipped at `target_noise_clip`."
     from .algos.td3 import TD3Agent, TD3Learner, TwinCritic
     from .nets import Actor
-    probe = make_vec_env(env_id)
-    space = check_continuous(probe, "TD3")
-    state_sz = int(torch.Size(probe.single_observation_space.shape).numel())
-    action_sz = int(torch.Size(space.shape).numel())
-    probe.close()
-    actor, critics = Actor(state_sz, action_sz, 400, 300), TwinCritic.of(state_sz, action_sz, 400, 300)
-    warmup = min(10_000, max(256, steps // 2))
-    dl = GymDataPipe([env_id], agent=TD3Agent(actor, noise_std=0.1, random_steps=warmup), seed=seed, n=steps)
-    learner = TD3Learner(actor, critics, [dl], logger_bases=loggers, learning_rate=1e-3, buffer_size=200_000,
-                         learning_starts=warmup, batch_size=256, tau=0.005, gamma=0.98, train_freq=1,
-                         gradient_steps=1, policy_delay=2, batches=1000)
-    return learner, epochs_for(learner, steps)
-
-
-def epochs_for(learner, steps: int) -> int:
-    "Epochs that cover the gradient rounds `steps` env steps yield, as the learner's collector counts them."
-    return max(1, math.ceil(learner.collector.rounds_within(steps) / learner.batches))
+    state_sz, action_sz = _continuous_sizes(env_id, "TD3")
+    hidden = _net_arch(hp)
+    if len(hidden) != 2:
+        raise ValueError(f"TD3's actor and critics have two hidden layers; net_arch must have two sizes, got {hidden}.")
+    actor, critics = Actor(state_sz, action_sz, *hidden), TwinCritic.of(state_sz, action_sz, *hidden)
+    warmup = _learning_starts(hp)
+    train_every, updates = collection(hp)
+    dl = GymDataPipe([env_id], agent=TD3Agent(actor, noise_std=hp["noise_std"], random_steps=warmup), seed=seed,
+                     n=steps, num_envs=hp["n_envs"])
+    return TD3Learner(actor, critics, [dl], logger_bases=loggers, learning_rate=_positive(hp, "learning_rate"),
+                      buffer_size=_whole(hp, "buffer_size", 1), learning_starts=warmup,
+                      batch_size=_whole(hp, "batch_size", 1), tau=hp["tau"], gamma=hp["gamma"],
+                      train_freq=train_every, gradient_steps=updates, policy_delay=_whole(hp, "policy_delay", 1),
+                      target_policy_noise=hp["target_policy_noise"], target_noise_clip=hp["target_noise_clip"],
+                      batches=1000)
 
 
 BUILDERS: Dict[str, Callable] = {"dqn": build_dqn, "ddpg": build_ddpg, "td3": build_td3}
 DEFAULT_ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1", "td3": "Pendulum-v1"}
-DEFAULT_STEPS = {"dqn": 50_000, "ddpg": 20_000, "td3": 20_000}
 # torch threads per algorithm, measured on 2 cores: DQN's small MLP updates run fastest on one thread,
 # DDPG's and TD3's 400x300 networks with batch 256 gain from two.
 DEFAULT_THREADS = {"dqn": 1, "ddpg": 2, "td3": 2}
 
 
-def train(algo: str, env_id: str = None, steps: int = None, seed: int = 0, out=None, eval_episodes: int = 10,
-          progress=None, threads: int = None, resume=None) -> dict:
+# ---------------------------------------------------------------- epochs
+def plan_epochs(learner, steps: int, batches: Optional[int] = None):
+    """(epochs, gradient rounds per epoch, rounds in the last epoch) for a run of `steps` env steps.
+    Without `batches`, the learner's epoch size is adjusted so that the rounds split into epochs
+    of nearly equal size (the last one at most `epochs - 1` rounds short)."""
+    rounds = learner.collector.rounds_within(steps) if learner.collector is not None else learner.batches
+    if rounds < 1:
+        raise ValueError(f"--steps {steps} ends before the first gradient round (learning starts after "
+                         f"{learner.collector.warmup} transitions, in bursts every {learner.collector.train_every} "
+                         "env steps): raise --steps, or lower learning_starts with --hp.")
+    if batches is None:
+        epochs = max(1, round(rounds / learner.batches))
+        batches = math.ceil(rounds / epochs)
+    epochs = max(1, math.ceil(rounds / batches))
+    return epochs, batches, rounds - (epochs - 1) * batches
+
+
+class EpochPlan(LoggerBase):
+    """Gives each epoch its planned number of gradient rounds: `batches`, the rest of an epoch a
+    resumed run stopped in, and `last` in the final one, plus one more pull that runs the budget's
+    remaining env steps (fewer than a training burst) and ends the data."""
+
+    def __init__(self, epochs: int, batches: int, last: int):
+        self.epochs, self.batches, self.last = epochs, batches, last
+
+    def wrap_batches(self, batches, learner):
+        size = self.last + 1 if learner.epoch >= self.epochs - 1 else self.batches
+        return range(max(1, size - (learner.batch - learner.epoch * self.batches)))
+
+
+def _trim_metrics(path: Path, epoch: int):
+    "Keep the header and the rows of epochs up to `epoch` (a crash may have logged rows after the checkpoint)."
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= epoch]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def _default_out(algo: str, env_id: str, seed: int) -> Path:
+    "runs/ALGO-ENV-seedSEED, or the first of ...-2, ...-3 that does not hold a run yet."
+    base = Path(f"runs/{algo}-{env_id}-seed{seed}")
+    out, n = base, 1
+    while (out / "config.json").exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+# ---------------------------------------------------------------- train
+def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, out=None, eval_episodes: int = 10,
+          progress=None, threads: int = None, resume=None, hp: Optional[Dict] = None, preset: Optional[str] = None,
+          eval_every: Optional[int] = None, tensorboard: bool = False) -> dict:
     """Train `algo` on `env_id` for `steps` env steps and write the run folder; returns the evaluation.
-    A checkpoint is written after every epoch; `resume=RUN_DIR` continues that run where it stopped."""
+
+    Hyper-parameters come from `env_id`'s preset (`preset`, else its "default"), overridden by `hp`;
+    config.json records the values used. A checkpoint is written after every epoch;
+    `resume=RUN_DIR` continues that run where it stopped, and a larger `steps` extends it.
+    `eval_every` env steps, the greedy policy is evaluated on a separate env and the best weights
+    kept in best_model.pt. Everything is checked before the run folder is made."""
     if algo not in BUILDERS:
         raise ValueError(f"Unknown algorithm {algo!r}; choose one of {sorted(BUILDERS)}.")
+    for name, value in (("steps", steps), ("threads", threads), ("eval_every", eval_every)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
+    if isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int) or eval_episodes < 1:
+        raise ValueError(f"--eval-episodes must be a whole number >= 1, got {eval_episodes!r}.")
+    config = None
     if resume is not None:
-        config_path = Path(resume) / "config.json"
-        if not config_path.is_file():
-            raise ValueError(f"{resume} is not a run folder to resume: it has no config.json.")
-        config = json.loads(config_path.read_text())
-        if config["algo"] != algo:
-            raise ValueError(f"{resume} is a {config['algo']} run; resume it with `fastrl-lite train {config['algo']} "
-                             f"--resume {resume}`.")
-        env_id, steps, seed, threads, out = config["env"], config["steps"], config["seed"], config["threads"], resume
-    env_id = env_id or DEFAULT_ENVS[algo]
-    steps = steps or DEFAULT_STEPS[algo]
-    check_env_id(env_id)
-    if steps < 1:
-        raise ValueError(f"--steps must be a positive number of env steps, got {steps}.")
-    out = Path(out or f"runs/{algo}-{env_id}-seed{seed}")
-    out.mkdir(parents=True, exist_ok=True)
+        config = _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every)
+        env_id, seed, out, used = config["env"], config["seed"], Path(resume), config["hp"]
+        steps = steps or config["steps"]
+        threads = threads or config["threads"]
+        eval_every = config.get("eval_every")
+        tensorboard = tensorboard or config.get("tensorboard", False)
+        said = f"Hyper-parameters: those recorded in {out / 'config.json'}"
+    else:
+        env_id = env_id or DEFAULT_ENVS[algo]
+        seed = 0 if seed is None else seed
+        check_env_id(env_id)
+        used, said = resolve(algo, env_id, preset, hp)
+        steps = steps or _whole(used, "n_timesteps", 1)
+        used["n_timesteps"] = steps
+        if out is not None and (Path(out) / "config.json").exists():
+            raise ValueError(f"{out} already holds a run; continue it with `fastrl-lite train {algo} --resume {out}` "
+                             "or choose another --out.")
+        out = Path(out) if out is not None else _default_out(algo, env_id, seed)
     threads = threads or DEFAULT_THREADS.get(algo, 1)
     torch.set_num_threads(threads)
-    (out / "config.json").write_text(json.dumps({"algo": algo, "env": env_id, "steps": steps, "seed": seed,
-                                                 "threads": threads}, indent=2))
+    print(said)
     set_seed(seed)
     loggers = [ProgressBarLogger(show_bars=progress), CSVLogger(out / "metrics.csv", append=resume is not None)]
-    learner, epochs = BUILDERS[algo](env_id, steps, seed, loggers)
+    if tensorboard:
+        from .loggers.tensorboard import TensorBoardLogger
+        loggers.append(TensorBoardLogger(out / "tb"))
+    learner = BUILDERS[algo](env_id, used, steps, seed, loggers)
+    epochs, batches, last = plan_epochs(learner, steps, config["batches"] if config else None)
+    learner.batches = batches
     checkpoint = out / "checkpoint.pt"
     if resume is not None:
         learner.load(checkpoint)
+        if learner.env_steps > steps:
+            raise ValueError(f"{out} has already run {learner.env_steps} env steps; --steps {steps} would shorten it. "
+                             "A resumed run can only be extended.")
+    # everything is checked: the run folder is made from here on
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(
+        {"algo": algo, "env": env_id, "steps": steps, "seed": seed, "threads": threads,
+         "preset": config["preset"] if config else (preset or "default"), "hp": used, "batches": batches,
+         "eval_every": eval_every, "tensorboard": tensorboard}, indent=2))
+    if resume is not None:
+        _trim_metrics(out / "metrics.csv", learner.epoch)
         print(f"Resuming {out} at epoch {learner.epoch}, env step {learner.env_steps}")
+    print(f"{epochs} epoch{'s' if epochs > 1 else ''} of {batches} gradient rounds"
+          + (f" (the last one {last})" if last != batches else "") + f" over {steps} env steps")
+    fit = dict(checkpoint_every=1, checkpoint_path=checkpoint, eval_every=eval_every,
+               eval_episodes=eval_episodes, best_model_path=out / "best_model.pt" if eval_every else None)
+    learner.loggers.insert(0, EpochPlan(epochs, batches, last))
     if learner.epoch < epochs:
-        learner.fit(epochs - learner.epoch, checkpoint_every=1, checkpoint_path=checkpoint)
+        learner.fit(epochs - learner.epoch, **fit)
     if learner.interrupted:
         print(f"Stopped early; continue with `fastrl-lite train {algo} --resume {out}`")
     torch.save({name: m.state_dict() for name, m in learner.models.items()}, out / "model.pt")
-    plot_returns(learner.episode_returns(), out / "returns.png", title=f"{algo.upper()} on {env_id}")
+    returns = learner.episode_returns()
+    with open(out / "returns.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("env_step", "return"), *returns.tolist()])
+    plot_returns(returns, out / "returns.png", title=f"{algo.upper()} on {env_id}")
     evaluation = learner.validate(eval_episodes)
     result = {"algo": algo, "env": env_id, "seed": seed, "env_steps": learner.env_steps,
               "episodes": learner.episodes, "eval_mean": evaluation["mean"], "eval_std": evaluation["std"],
@@ -135,27 +302,177 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = 0, out=N
         record_episode_gif(learner, env_id, out / "episode.gif", seed=seed)
     except (ImportError, DependencyNotInstalled, ValueError) as error:
         print(f"No episode.gif: {error}")
-    print(f"Run written to {out}/ (metrics.csv, returns.png, model.pt, eval.json, episode.gif, checkpoint.pt)")
+    print(f"Run written to {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))})")
     return result
 
 
+def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every) -> Dict:
+    "The recorded settings of the run in `resume`, or an error if the command asks for other ones."
+    config_path = Path(resume) / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{resume} is not a run folder to resume: it has no config.json.")
+    config = json.loads(config_path.read_text())
+    if config["algo"] != algo:
+        raise ValueError(f"{resume} is a {config['algo']} run; resume it with `fastrl-lite train {config['algo']} "
+                         f"--resume {resume}`.")
+    if "hp" not in config or "batches" not in config:
+        raise ValueError(f"{config_path} was written by an older fastrl-lite without its hyper-parameters; "
+                         "start a new run instead.")
+    for flag, given, recorded in (("--env", env_id, config["env"]), ("--seed", seed, config["seed"]),
+                                  ("--eval-every", eval_every, config.get("eval_every"))):
+        if given is not None and given != recorded:
+            raise ValueError(f"{resume} was trained with {flag} {recorded}; a resumed run keeps it (drop {flag}, "
+                             f"or start a new run with --out).")
+    if hp or preset is not None:
+        raise ValueError(f"{resume} keeps the hyper-parameters recorded in its config.json; --hp and --preset "
+                         "only apply to a new run.")
+    if steps is not None and steps < config["steps"]:
+        raise ValueError(f"{resume} was planned for {config['steps']} env steps; --steps {steps} would shorten it. "
+                         "A resumed run can only be extended.")
+    return config
+
+
+# ---------------------------------------------------------------- eval
+def _load_run(run_dir, weights: str = "model.pt", threads: Optional[int] = None):
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{run_dir} is not a run folder: it has no config.json.")
+    config = json.loads(config_path.read_text())
+    if config.get("algo") not in BUILDERS or "hp" not in config:
+        raise ValueError(f"{config_path} is not a run this fastrl-lite can rebuild (no algo or hyper-parameters).")
+    path = run_dir / weights
+    if not path.is_file():
+        hint = " (it is written when training runs with --eval-every)" if weights == "best_model.pt" else \
+            " (it is written when training ends)"
+        raise ValueError(f"{run_dir} has no {weights}{hint}.")
+    torch.set_num_threads(threads or config.get("threads", 1))
+    learner = BUILDERS[config["algo"]](config["env"], config["hp"], config["steps"], config["seed"], [])
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name, model in learner.models.items():
+        model.load_state_dict(state[name])
+    return config, learner
+
+
+def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.pt", gif=None,
+             progress: Optional[bool] = None) -> Dict:
+    """Load the weights of the run in `run_dir`, run `episodes` greedy episodes (seeds `seed`,
+    `seed + 1`, ...) and print mean ± std; with `gif`, write one episode to that file."""
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"--episodes must be a whole number >= 1, got {episodes!r}.")
+    config, learner = _load_run(run_dir, weights)
+    from fastprogress.fastprogress import progress_bar
+    show = progress if progress is not None else sys.stdout.isatty()
+    returns = []
+    for i in progress_bar(range(episodes), display=show):
+        returns.append(learner.validate(1, seed=seed + i)["returns"][0])
+        if not show:
+            print(f"episode {i + 1}/{episodes}: return {returns[-1]:.1f}", flush=True)
+    mean, std = float(torch.tensor(returns).mean()), float(torch.tensor(returns).std(unbiased=False))
+    print(f"{config['algo']} on {config['env']} ({Path(run_dir) / weights}): {mean:.1f} ± {std:.1f} over {episodes} "
+          f"greedy episodes")
+    if gif is not None:
+        print(f"Writing one episode to {gif} ...", flush=True)
+        path, episode_return = record_episode_gif(learner, config["env"], gif, seed=seed, max_frames=None)
+        print(f"Wrote {path} (return {episode_return:.1f})")
+    return {"mean": mean, "std": std, "returns": returns}
+
+
+# ---------------------------------------------------------------- plot
+def _read_curve(run_dir: Path, metric: str):
+    import numpy as np
+    if metric == "return":
+        path = run_dir / "returns.csv"
+        if not path.is_file():
+            raise ValueError(f"{run_dir} has no returns.csv (written when training ends).")
+        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    else:
+        path = run_dir / "metrics.csv"
+        if not path.is_file():
+            raise ValueError(f"{run_dir} has no metrics.csv.")
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and metric not in rows[0]:
+            raise ValueError(f"{path} has no column {metric!r}; its columns: {', '.join(rows[0])}.")
+        data = np.array([(float(r["env_steps"]), float(r[metric])) for r in rows if r[metric] not in ("", "nan")],
+                        dtype=np.float64).reshape(-1, 2)
+    if len(data) == 0:
+        raise ValueError(f"{run_dir} has no {metric} values to plot yet.")
+    return data
+
+
+def plot(run_dirs: List, out, metric: str = "return", window: int = 10, spread: str = "std") -> Dict[str, int]:
+    """Learning curves of the runs in `run_dirs` against env steps, in one PNG at `out`: runs of the
+    same algorithm and env are one line, the mean across their seeds with the spread shaded.
+    `metric` is "return" (episode returns) or a column of metrics.csv such as eval_mean."""
+    from .loggers import plot_learning_curves
+    if not run_dirs:
+        raise ValueError("plot needs at least one RUN_DIR.")
+    groups: Dict[str, list] = {}
+    for run_dir in map(Path, run_dirs):
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise ValueError(f"{run_dir} is not a run folder: it has no config.json.")
+        config = json.loads(config_path.read_text())
+        groups.setdefault(f"{config['algo']} {config['env']}", []).append(_read_curve(run_dir, metric))
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {out}.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_learning_curves(groups, out, title="Learning curves", window=window if metric == "return" else 1,
+                         spread=spread, ylabel=metric)
+    print(f"Wrote {out}: " + ", ".join(f"{label} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
+                                       for label, runs in groups.items()))
+    return {label: len(runs) for label, runs in groups.items()}
+
+
+# ---------------------------------------------------------------- command line
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fastrl-lite", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fastrl-lite", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    train_parser = commands.add_parser("train", help="train an agent and write a run folder")
-    train_parser.add_argument("algo", choices=sorted(BUILDERS))
-    train_parser.add_argument("--env", default=None, help="gymnasium env id (default: the algorithm's classic env)")
-    train_parser.add_argument("--steps", type=int, default=None, help="env steps to train for")
-    train_parser.add_argument("--seed", type=int, default=0)
-    train_parser.add_argument("--out", default=None, help="run folder (default runs/ALGO-ENV-seedSEED)")
-    train_parser.add_argument("--eval-episodes", type=int, default=10)
-    train_parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the fastest measured)")
-    train_parser.add_argument("--resume", default=None, metavar="RUN_DIR",
-                              help="continue the run in RUN_DIR from its last checkpoint (its settings are reused)")
+    t = commands.add_parser("train", help="train an agent and write a run folder")
+    t.add_argument("algo", choices=sorted(BUILDERS))
+    t.add_argument("--env", default=None, help="gymnasium env id (default: the algorithm's classic env)")
+    t.add_argument("--steps", type=int, default=None, help="env steps to train for (default: the preset's n_timesteps)")
+    t.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    t.add_argument("--out", default=None, help="run folder (default runs/ALGO-ENV-seedSEED)")
+    t.add_argument("--preset", default=None, help="named preset for the env (e.g. zoo; default: the env's default)")
+    t.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyper-parameter (rl-zoo names and units), e.g. --hp learning_rate=1e-3; repeatable")
+    t.add_argument("--num-envs", type=int, default=None, help="envs stepped side by side (same as --hp n_envs=N)")
+    t.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
+                   help="evaluate greedily every STEPS env steps on a separate env; keep best_model.pt")
+    t.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes per evaluation")
+    t.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tb for TensorBoard")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: the fastest measured)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint (its settings are reused; "
+                        "a larger --steps extends it)")
+    e = commands.add_parser("eval", help="run a trained agent greedily and print mean ± std")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--seed", type=int, default=0, help="seed of the first episode (the next ones count up)")
+    e.add_argument("--best", action="store_true", help="use best_model.pt (from --eval-every) instead of model.pt")
+    e.add_argument("--gif", default=None, metavar="FILE.gif", help="write one episode to this GIF")
+    p = commands.add_parser("plot", help="learning curves of runs, grouped by algorithm and env")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--metric", default="return", help="'return' (episode returns) or a metrics.csv column")
+    p.add_argument("--window", type=int, default=10, help="episodes in the trailing mean of the returns")
+    p.add_argument("--spread", choices=["std", "sem", "minmax"], default="std")
     args = parser.parse_args(argv)
     try:
-        train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None,
-              threads=args.threads, resume=args.resume)
+        if args.command == "train":
+            hp = parse_overrides(args.hp)
+            if args.num_envs is not None:
+                hp["n_envs"] = args.num_envs
+            train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None,
+                  threads=args.threads, resume=args.resume, hp=hp, preset=args.preset, eval_every=args.eval_every,
+                  tensorboard=args.tensorboard)
+        elif args.command == "eval":
+            evaluate(args.run_dir, args.episodes, args.seed, "best_model.pt" if args.best else "model.pt", args.gif)
+        else:
+            plot(args.run_dirs, args.out, args.metric, args.window, args.spread)
     except ValueError as error:
         parser.exit(2, f"fastrl-lite: error: {error}\n")
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Records, evaluating
+from .. import distributed
+from ..core import Records, evaluating, set_seed
 from ..envs import GymStepper, make_vec_env
 from ..memory import Collector
 from ..pipes import Pipe, find_pipe, pipe_graph
@@ -25,6 +26,8 @@ from ..pipes import Pipe, find_pipe, pipe_graph
 __all__ = ["Learner", "CheckpointError"]
 
 CHECKPOINT_FORMAT = 2
+# in a data-parallel checkpoint, what ranks other than 0 leave out of their file because rank 0's holds it
+SHARED = "<saved once, in rank 0's file>"
 
 
 class CheckpointError(ValueError):
@@ -46,6 +49,14 @@ class Learner:
     `validate`) are what the learner reports from; the factories pass them, and for a pipeline built
     by hand they are looked up in it by type. Every stage in the graph records to this learner's
     `records`.
+
+    In a data-parallel run (`fastrl_lite.distributed`) every rank builds the same learner and calls
+    `fit`, `save` and `load`: `fit` checks that the ranks start from the same weights, reseeds the
+    RNGs of ranks other than 0 from the run seed and their rank before their first round, reduces
+    each epoch's figures across the ranks and runs only rank 0's loggers; a Ctrl-C on any rank stops
+    every rank after the same round, and a rank that raises ends every rank's `fit` with its error.
+    `save` has rank 0 write every rank's state (one file per rank, the shared models and optimizers
+    once), and `load` gives each rank its own back, refusing a checkpoint of another number of ranks.
     """
 
     def __init__(self, model: Union[nn.Module, Dict[str, nn.Module]], pipe, dls: Sequence = (), batches: int = 1000,
@@ -69,6 +80,9 @@ class Learner:
         self.batch = 0
         self.history: List[Dict[str, float]] = []
         self.interrupted = False
+        self._ranks_seeded = False
+        # during-training evaluation: latest mean and std, best mean, env step of the next one
+        self.evaluation: Dict[str, float] = {}
 
     @property
     def env_steps(self) -> int:
@@ -85,70 +99,117 @@ class Learner:
         "(env step at the episode's end, return) for every finished training episode."
         return np.array(self.records.values("episode_return"), dtype=np.float64).reshape(-1, 2)
 
-    def fit(self, epochs: int, checkpoint_every: Optional[int] = None, checkpoint_path=None):
+    def fit(self, epochs: int, checkpoint_every: Optional[int] = None, checkpoint_path=None,
+            eval_every: Optional[int] = None, eval_episodes: int = 5, best_model_path=None):
         """Train for `epochs` epochs of `batches` gradient rounds each; returns the per-epoch rows.
 
         With `checkpoint_every=k` the whole learner is saved to `checkpoint_path` every k epochs.
+        With `eval_every=n`, every n env steps the greedy policy runs `eval_episodes` episodes on a
+        separate env (`validate`); the latest result is in each row as `eval_mean` and `eval_std`,
+        and, with `best_model_path`, the models' weights are saved there whenever the mean beats
+        every earlier one (rl-zoo's EvalCallback).
         Ctrl-C (SIGINT) lets the current gradient round finish, saves a checkpoint when checkpointing
-        is on, and returns: the learner stays usable and `fit` can be called again."""
+        is on, and returns: the learner stays usable and `fit` can be called again. An interrupted
+        epoch gives no row: its rounds count towards the next row, as if it had not been stopped."""
         if not _whole(epochs) or epochs < 1:
             raise ValueError(f"fit needs a positive whole number of epochs, got {epochs!r}.")
         if checkpoint_every is not None and (not _whole(checkpoint_every) or checkpoint_every < 1
                                              or checkpoint_path is None):
             raise ValueError("checkpoint_every needs to be a whole number >= 1 and to come with a checkpoint_path.")
+        if eval_every is not None and (not _whole(eval_every) or eval_every < 1):
+            raise ValueError(f"eval_every must be a whole number of env steps >= 1, got {eval_every!r}.")
+        if eval_every is not None and (not _whole(eval_episodes) or eval_episodes < 1):
+            raise ValueError(f"eval_episodes must be a whole number >= 1, got {eval_episodes!r}.")
+        if eval_every is not None:
+            self.evaluation.setdefault("mean", math.nan)
+            self.evaluation.setdefault("std", math.nan)
         epochs = int(epochs)
-        for logger in self.loggers:
+        ranks = distributed.is_distributed()
+        if ranks:
+            self._start_ranks()
+        loggers = self.loggers if not ranks or distributed.is_main() else []
+        for logger in loggers:
             logger.before_fit(self, epochs)
         rows = []
         self.interrupted = False
-        previous_handler = self._catch_interrupt()
+        previous_handler = self._catch_interrupt(ranks)
         try:
-            for _ in self._iterate(range(epochs), "wrap_epochs"):
+            for _ in self._iterate(range(epochs), "wrap_epochs", loggers):
                 start_time, start_steps = time.perf_counter(), self.env_steps
                 exhausted = False
-                for _ in self._iterate(range(self.batches), "wrap_batches"):
+                for _ in self._iterate(range(self.batches), "wrap_batches", loggers):
                     try:
                         next(self.pipe)
                     except StopIteration:
                         exhausted = True
                         break
                     self.batch += 1
-                    if self.interrupted:
+                    if eval_every is not None and self.env_steps >= self.evaluation.get("next", eval_every):
+                        self._evaluate(eval_every, eval_episodes, best_model_path)
+                    if self.interrupted or (ranks and distributed.stop_agreed()):
+                        self.interrupted = True
                         break
                 if not self.interrupted:
                     self.epoch += 1
-                row = self._epoch_row(time.perf_counter() - start_time, self.env_steps - start_steps)
-                rows.append(row)
-                for logger in self.loggers:
-                    logger.after_epoch(self, row)
+                    row = self._epoch_row(time.perf_counter() - start_time, self.env_steps - start_steps)
+                    rows.append(row)
+                    for logger in loggers:
+                        logger.after_epoch(self, row)
                 due = checkpoint_every is not None and (self.interrupted or self.epoch % checkpoint_every == 0)
                 if due:
                     self.save(checkpoint_path)
                 if exhausted or self.interrupted:
                     break
+        except Exception as error:
+            if ranks:
+                distributed.on_failure(error)
+            raise
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
-            for logger in self.loggers:
+            for logger in loggers:
                 logger.after_fit(self)
-        if self.interrupted:
+        if self.interrupted and (not ranks or distributed.is_main()):
             print(f"Interrupted after gradient round {self.batch}"
                   + (f"; checkpoint saved to {checkpoint_path}" if checkpoint_every is not None else "") + ".")
         return rows
 
-    def _catch_interrupt(self):
-        "Turn SIGINT into a flag checked between gradient rounds (main thread only)."
+    def _catch_interrupt(self, ranks: bool = False):
+        """Turn SIGINT into a flag checked between gradient rounds (main thread only); across ranks,
+        into a request the ranks learn of together, from the next gradient all-reduce."""
         if threading.current_thread() is not threading.main_thread():
             return None
 
         def handler(signum, frame):
-            self.interrupted = True
+            if ranks:
+                distributed.request_stop()
+            else:
+                self.interrupted = True
         return signal.signal(signal.SIGINT, handler)
 
-    def _iterate(self, iterable, hook: str):
-        for logger in self.loggers:
+    def _evaluate(self, eval_every: int, episodes: int, best_model_path):
+        result = self.validate(episodes)
+        self.evaluation.update(mean=result["mean"], std=result["std"],
+                               next=(self.env_steps // eval_every + 1) * eval_every)
+        if best_model_path is not None and result["mean"] > self.evaluation.get("best", -math.inf):
+            self.evaluation["best"] = result["mean"]
+            torch.save({name: m.state_dict() for name, m in self.models.items()}, best_model_path)
+
+    def _iterate(self, iterable, hook: str, loggers):
+        for logger in loggers:
             iterable = getattr(logger, hook)(iterable, self)
         return iterable
+
+    def _start_ranks(self):
+        """Before a data-parallel `fit`: check that every rank holds the same weights, and before the
+        first round of a fresh run reseed the RNGs of ranks other than 0 from the run seed
+        (`torch.initial_seed()`, which `set_seed` sets) and their rank, so they explore and sample apart."""
+        distributed.clear_stop()
+        distributed.check_same_weights(self.models)
+        if not self._ranks_seeded:
+            if not distributed.is_main():
+                set_seed(distributed.rank_seed(torch.initial_seed()))
+            self._ranks_seeded = True
 
     def _epoch_row(self, seconds: float, steps: int) -> Dict[str, float]:
         returns = self.episode_returns()
@@ -172,7 +233,12 @@ class Learner:
             if name != "episode_return" and values:
                 row[name] = float(values[-1])
         row.update(self.records.gauges)
+        if "mean" in self.evaluation:
+            row["eval_mean"], row["eval_std"] = self.evaluation["mean"], self.evaluation["std"]
         row["steps_per_s"] = steps / seconds if seconds > 0 else math.nan
+        if distributed.is_distributed():
+            row, stop = distributed.reduce_row(row)
+            self.interrupted = self.interrupted or stop
         self.records.mark()
         self.history.append(row)
         return row
@@ -216,7 +282,7 @@ class Learner:
         env_ids = None
         if self.stepper is not None:
             env_ids = [spec.id if spec is not None else None for spec in self.stepper.env.get_attr("spec")]
-        return {"learner": self.name, "env_ids": env_ids,
+        return {"learner": self.name, "env_ids": env_ids, "world_size": distributed.world_size(),
                 "stages": [type(node).__name__ for node in pipe_graph(self.pipe)],
                 "shapes": {name: {k: tuple(v.shape) for k, v in m.state_dict().items()}
                            for name, m in self.models.items()}}
@@ -228,20 +294,41 @@ class Learner:
                 "pipe": self.pipe.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                "epoch": self.epoch, "batch": self.batch, "history": self.history,
+                "epoch": self.epoch, "batch": self.batch, "history": self.history, "evaluation": self.evaluation,
                 "records": {"series": {k: v.values().cpu() for k, v in self.records.series.items()},
                             "lists": self.records.lists, "marks": self.records._marks}}
 
     def save(self, path) -> Path:
         """Write a checkpoint atomically: to a temporary file in the same folder, flushed to disk,
         then renamed over `path`, so a crash mid-save leaves the previous checkpoint intact.
-        Checkpoints are pickles: load only files you trust."""
+        Checkpoints are pickles: load only files you trust. In a data-parallel run every rank calls
+        `save`; rank 0 writes `path` and one `rank_checkpoint_path(path, r)` for each other rank."""
         path = Path(path)
+        if distributed.is_distributed():
+            return self._save_ranks(path)
+        return self._write(path, self.state_dict())
+
+    def _save_ranks(self, path: Path) -> Path:
+        state = self.state_dict()
+        if not distributed.is_main():
+            state = _leave_shared_out(state, self.pipe)
+        states, error = distributed.gather_to_main(state), None
+        if distributed.is_main():
+            try:
+                for r, rank_state in enumerate(states):
+                    self._write(rank_checkpoint_path(path, r), rank_state)
+            except Exception as failure:
+                error = failure
+        distributed.raise_if_any(error)
+        return path
+
+    @staticmethod
+    def _write(path: Path, state: Dict) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             with open(tmp, "wb") as f:
-                torch.save(self.state_dict(), f)
+                torch.save(state, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -252,16 +339,13 @@ class Learner:
 
     def load(self, path) -> "Learner":
         """Restore a checkpoint written by `save` into this learner, built the same way (same
-        algorithm, env and network shapes; anything else is refused before anything is changed)."""
+        algorithm, env and network shapes, same number of ranks; anything else is refused before
+        anything is changed). In a data-parallel run every rank calls `load` with rank 0's `path`."""
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"No checkpoint at {path}.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:
-            raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated): {error}") from error
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is not a fastrl_lite checkpoint of format {CHECKPOINT_FORMAT}.")
+        if distributed.is_distributed():
+            return self._load_ranks(path)
+        state = _read_checkpoint(path)
+        _check_world(state["meta"], path)
         self._check_meta(state["meta"], path)
         backup = copy.deepcopy(self.state_dict())
         try:
@@ -269,6 +353,37 @@ class Learner:
         except Exception as error:
             self._load_state(backup)  # all or nothing: put back what was loaded before the failure
             raise CheckpointError(f"{path} does not fit this learner: {error} Nothing was changed.") from error
+        return self
+
+    def _load_ranks(self, path: Path) -> "Learner":
+        "Rank 0 reads every rank's file and hands each rank its state; all ranks load, or none does."
+        states, error = None, None
+        if distributed.is_main():
+            try:
+                main = _read_checkpoint(path)
+                _check_world(main["meta"], path)
+                states = [main] + [_fill_shared(_read_checkpoint(rank_checkpoint_path(path, r)), main)
+                                   for r in range(1, distributed.world_size())]
+            except CheckpointError as failure:
+                error = failure
+        distributed.raise_if_any(error, CheckpointError)
+        state = distributed.scatter_from_main(states)
+        backup, error = None, None
+        try:
+            self._check_meta(state["meta"], path)
+            backup = copy.deepcopy(self.state_dict())
+            self._load_state(state)
+        except CheckpointError as failure:
+            error = failure
+        except Exception as failure:
+            error = CheckpointError(f"{path} does not fit this learner on rank {distributed.rank()}: {failure}")
+        try:
+            distributed.raise_if_any(error, CheckpointError)
+        except CheckpointError:
+            if backup is not None:
+                self._load_state(backup)  # all or nothing, on every rank
+            raise
+        self._ranks_seeded = True
         return self
 
     def _load_state(self, state: Dict):
@@ -282,6 +397,7 @@ class Learner:
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.epoch, self.batch, self.history = state["epoch"], state["batch"], list(state["history"])
+        self.evaluation = dict(state.get("evaluation", {}))
         self.records.clear()
         for name, values in state["records"]["series"].items():
             for value in values:
@@ -310,3 +426,50 @@ class Learner:
                     [k for k in shapes if tuple(theirs[k]) != tuple(shapes[k])]
                 raise CheckpointError(f"{path} holds a {name!r} network of another shape (differs at {diff[:3]}); "
                                       "build the learner with the network the checkpoint was trained with.")
+
+
+def rank_checkpoint_path(path, rank: int) -> Path:
+    "Where rank `rank`'s state of a data-parallel checkpoint at `path` lives (rank 0's is `path` itself)."
+    path = Path(path)
+    return path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def _read_checkpoint(path: Path) -> Dict:
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated): {error}") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a fastrl_lite checkpoint of format {CHECKPOINT_FORMAT}.")
+    return state
+
+
+def _check_world(saved: Dict, path):
+    theirs, mine = saved.get("world_size", 1), distributed.world_size()
+    if theirs != mine:
+        raise CheckpointError(
+            f"{path} was written by a run of {theirs} rank(s) and this run has {mine}: each rank's buffer, envs "
+            f"and RNGs are in the checkpoint and cannot be split or merged. Resume it with {theirs} rank(s): "
+            f"`fastrl-lite train ALGO --resume RUN_DIR --nproc {theirs}`, or torchrun --nproc-per-node {theirs}.")
+
+
+def _leave_shared_out(state: Dict, pipe) -> Dict:
+    "A rank's state without what rank 0's file holds: the models and each stage's `shared_state`."
+    state = {**state, "models": SHARED}
+    node, stage_state = pipe, state["pipe"]
+    while isinstance(node, Pipe) and isinstance(stage_state, dict):
+        for key in getattr(node, "shared_state", ()):
+            stage_state[key] = SHARED
+        node, stage_state = node.source, stage_state.get("source")
+    return state
+
+
+def _fill_shared(state, main):
+    "`state` with what it left out (`SHARED`) taken from rank 0's state `main`, at the same place."
+    if isinstance(state, str) and state == SHARED:
+        return main
+    if isinstance(state, dict) and isinstance(main, dict):
+        return {k: _fill_shared(v, main.get(k)) for k, v in state.items()}
+    return state

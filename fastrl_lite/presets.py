@@ -1,0 +1,136 @@
+"""Per-env hyper-parameter presets for `fastrl-lite train ALGO`, as data.
+
+The names are rl-zoo's (Stable-Baselines3's), in their units, so a line of an rl-zoo
+`hyperparams/*.yml` file is a valid `--hp` override as it stands:
+- `n_timesteps`: env steps of the run (all envs together);
+- `train_freq`: env steps *per env* between training bursts; `gradient_steps`: gradient rounds per
+  burst, -1 for as many as the env steps collected in the burst;
+- `learning_starts`: transitions stored before the first gradient round;
+- `target_update_interval`: env steps between target-network updates (rl-zoo's unit), or
+  `target_update_rounds`: gradient rounds between them (fastrl's unit), never both; `tau`: Polyak
+  coefficient of the actor-critic algorithms' soft target updates;
+- `exploration_fraction`: share of the run over which ε decays from `exploration_initial_eps` to
+  `exploration_final_eps`;
+- `net_arch`: hidden layer sizes; `n_envs`: envs stepped side by side.
+
+Each algorithm has defaults (`DEFAULTS`) and, per env id, named presets (`PRESETS`); a preset lists
+only what differs from the defaults, and says where its values come from. For an env, the preset
+called "default" is used unless another is asked for; an env without presets runs on the defaults.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, Optional, Tuple
+
+__all__ = ["DEFAULTS", "PRESETS", "resolve", "parse_overrides", "preset_names"]
+
+ZOO = "rl-baselines3-zoo hyperparams/{}.yml, {}"
+
+DEFAULTS: Dict[str, Dict] = {
+    # SB3's DQN defaults where a value has one (max_grad_norm 10, ε 1 → 0.05 over 10%, γ 0.99)
+    "dqn": {"n_timesteps": 50_000, "learning_rate": 1e-4, "batch_size": 32, "buffer_size": 100_000,
+            "learning_starts": 1000, "gamma": 0.99, "target_update_interval": 10_000, "target_update_rounds": None,
+            "train_freq": 4, "gradient_steps": 1, "exploration_fraction": 0.1, "exploration_initial_eps": 1.0,
+            "exploration_final_eps": 0.05, "max_grad_norm": 10.0, "net_arch": [64, 64], "double_q": False,
+            "n_envs": 1},
+    # SB3's DDPG/TD3 defaults (γ 0.99, τ 0.005, batch 256, 1M buffer, 100 learning starts)
+    "ddpg": {"n_timesteps": 20_000, "learning_rate": 1e-3, "batch_size": 256, "buffer_size": 1_000_000,
+             "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,
+             "noise_std": 0.1, "net_arch": [400, 300], "n_envs": 1},
+    "td3": {"n_timesteps": 20_000, "learning_rate": 1e-3, "batch_size": 256, "buffer_size": 1_000_000,
+            "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,
+            "noise_std": 0.1, "policy_delay": 2, "target_policy_noise": 0.2, "target_noise_clip": 0.5,
+            "net_arch": [400, 300], "n_envs": 1},
+}
+
+_ZOO_CARTPOLE_DQN = {"n_timesteps": 50_000, "learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000,
+                     "learning_starts": 1000, "gamma": 0.99, "target_update_interval": 10, "train_freq": 256,
+                     "gradient_steps": 128, "exploration_fraction": 0.16, "exploration_final_eps": 0.04,
+                     "net_arch": [256, 256]}
+_ZOO_SMALL_DQN = {"n_timesteps": 100_000, "learning_rate": 6.3e-4, "batch_size": 128, "buffer_size": 50_000,
+                  "learning_starts": 0, "gamma": 0.99, "target_update_interval": 250, "train_freq": 4,
+                  "gradient_steps": -1, "exploration_fraction": 0.12, "exploration_final_eps": 0.1,
+                  "net_arch": [256, 256]}
+# rl-zoo's Pendulum settings for DDPG and TD3 (its train_freq of one episode becomes one gradient
+# round per env step, and learning starts at most half-way through a short run)
+_ZOO_PENDULUM = {"n_timesteps": 20_000, "gamma": 0.98, "buffer_size": 200_000, "learning_starts": 10_000,
+                 "noise_std": 0.1, "learning_rate": 1e-3, "net_arch": [400, 300]}
+
+PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
+    "dqn": {
+        "CartPole-v1": {
+            "default": {"source": "rl-zoo's CartPole-v1 settings with double Q (benchmarks/dqn_defaults.py)",
+                        "hp": {**_ZOO_CARTPOLE_DQN, "double_q": True}},
+            "zoo": {"source": ZOO.format("dqn", "CartPole-v1"), "hp": _ZOO_CARTPOLE_DQN},
+        },
+        "Acrobot-v1": {"default": {"source": ZOO.format("dqn", "Acrobot-v1"), "hp": _ZOO_SMALL_DQN}},
+        "LunarLander-v3": {"default": {"source": ZOO.format("dqn", "LunarLander-v2"), "hp": _ZOO_SMALL_DQN}},
+        "MountainCar-v0": {"default": {"source": ZOO.format("dqn", "MountainCar-v0"),
+                                       "hp": {"n_timesteps": 120_000, "learning_rate": 4e-3, "batch_size": 128,
+                                              "buffer_size": 10_000, "learning_starts": 1000, "gamma": 0.98,
+                                              "target_update_interval": 600, "train_freq": 16,
+                                              "gradient_steps": 8, "exploration_fraction": 0.2,
+                                              "exploration_final_eps": 0.07, "net_arch": [256, 256]}}},
+    },
+    "ddpg": {"Pendulum-v1": {"default": {"source": ZOO.format("ddpg", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
+    "td3": {"Pendulum-v1": {"default": {"source": ZOO.format("td3", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
+}
+for _algo in PRESETS:
+    for _env in PRESETS[_algo]:
+        PRESETS[_algo][_env]["zoo"] = PRESETS[_algo][_env].get("zoo", PRESETS[_algo][_env]["default"])
+
+
+def preset_names(algo: str, env_id: str):
+    return sorted(PRESETS.get(algo, {}).get(env_id, {}))
+
+
+def parse_overrides(pairs) -> Dict:
+    """`["lr=1e-3", "net_arch=[64,64]"]` → {"lr": 0.001, "net_arch": [64, 64]}: values are read as
+    JSON (numbers, lists, true/false), anything else stays a string."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--hp takes key=value, got {pair!r}; e.g. --hp learning_rate=1e-3.")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = {"True": True, "False": False}.get(text, text)
+        out[key.strip()] = value
+    return out
+
+
+def resolve(algo: str, env_id: str, preset: Optional[str] = None, overrides: Optional[Dict] = None
+            ) -> Tuple[Dict, str]:
+    """The hyper-parameters a run uses: `algo`'s defaults, then `env_id`'s preset (`preset`, else its
+    "default"), then `overrides`; and a sentence saying which preset it took."""
+    if algo not in DEFAULTS:
+        raise ValueError(f"No hyper-parameters for {algo!r}; known: {sorted(DEFAULTS)}.")
+    hp = dict(DEFAULTS[algo])
+    presets = PRESETS.get(algo, {}).get(env_id, {})
+    if preset is not None and preset not in presets:
+        known = ", ".join(sorted(presets)) or "none"
+        raise ValueError(f"{algo} has no preset {preset!r} for {env_id} (its presets: {known}).")
+    if presets:
+        name = preset or "default"
+        hp.update(presets[name]["hp"])
+        said = f"Hyper-parameters: preset {name!r} for {env_id} ({presets[name]['source']})"
+    else:
+        with_presets = ", ".join(sorted(PRESETS.get(algo, {}))) or "none"
+        said = (f"Hyper-parameters: no {algo} preset for {env_id}, so {algo}'s defaults "
+                f"(presets exist for {with_presets})")
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(hp))
+    if unknown:
+        raise ValueError(f"Unknown hyper-parameter(s) {unknown} for {algo}; known: {sorted(hp)}.")
+    targets = {"target_update_interval", "target_update_rounds"}
+    if targets <= set(overrides):
+        raise ValueError("Give target_update_interval (env steps) or target_update_rounds (gradient rounds), "
+                         "not both.")
+    for key, value in overrides.items():
+        if key in targets:  # one unit replaces the other
+            hp.update(dict.fromkeys(targets, None))
+        hp[key] = value
+    if overrides:
+        said += "; overridden: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+    return hp, said
