@@ -2,6 +2,7 @@
 actor, critic, initialisers and pixel block (the signatures of fastrl's DDPG page)."""
 from __future__ import annotations
 
+import math
 import warnings
 from functools import partial
 from typing import Callable, List, Optional, Sequence, Tuple, Type
@@ -12,7 +13,8 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 __all__ = ["DQN", "DuelingHead", "init_xavier_uniform_weights", "init_uniform_weights", "init_kaiming_normal_weights",
-           "ddpg_conv2d_block", "Critic", "Actor", "check_state_size"]
+           "ddpg_conv2d_block", "Critic", "Actor", "check_state_size", "TwinCritic", "SquashedGaussianActor",
+           "squashed_gaussian_log_prob"]
 
 
 def _hooked(layers) -> bool:
@@ -227,3 +229,89 @@ def check_state_size(model: nn.Module, space: gym.spaces.Space, name: str):
         raise ValueError(f"{name}'s conv block turns observations of shape {shape} into {features} features, but "
                          f"{name}(state_sz={model.state_sz}). Build the block with ddpg_conv2d_block({shape}) and "
                          "pass its n_features_out as state_sz.")
+
+
+# Twin critics and the stochastic actor (TD3, SAC) ---------------------------------------------------
+
+class TwinCritic(nn.Module):
+    """Two critics of the same (state, action): `forward(s, a)` returns both values side by side,
+    [B, 2]; `q1` alone drives TD3's actor. Build it from two critics, or `TwinCritic.of(state_sz,
+    action_sz, ...)` for two `Critic`s."""
+
+    def __init__(self, q1: nn.Module, q2: nn.Module):
+        super().__init__()
+        if q1 is q2:
+            raise ValueError("TwinCritic needs two separate critics; build a second one (they must not share weights).")
+        sizes = {(getattr(q, "state_sz", None), getattr(q, "action_sz", None)) for q in (q1, q2)}
+        if len(sizes) != 1:
+            raise ValueError(f"The two critics take inputs of different sizes (state_sz, action_sz): {sorted(sizes)}.")
+        self.q1, self.q2 = q1, q2
+        self.state_sz, self.action_sz = next(iter(sizes))
+
+    @classmethod
+    def of(cls, state_sz: int, action_sz: int, hidden1: int = 400, hidden2: int = 300, **critic_kwargs) -> "TwinCritic":
+        "Two independently initialised `Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs)`."
+        return cls(Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs),
+                   Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs))
+
+    def forward(self, state: Tensor, action: Tensor) -> Tensor:
+        return torch.cat((self.q1(state, action), self.q2(state, action)), dim=-1)
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+def squashed_gaussian_log_prob(noise: Tensor, log_std: Tensor, u: Tensor) -> Tensor:
+    """log π(a|s) of a = tanh(u), u = μ + σ ε, summed over the action dimensions, [B]:
+    Σ_j [log 𝒩(u_j; μ_j, σ_j) − log(1 − tanh²(u_j))], with log 𝒩 = −ε²/2 − log σ − log(2π)/2 and
+    log(1 − tanh²(u)) = 2 (log 2 − u − softplus(−2u)), exact where 1 − tanh²(u) rounds to 0 (SB3 and
+    CleanRL add ε = 1e-6 inside the log instead)."""
+    gaussian = -0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI
+    log_det = 2 * (_LOG_2 - u - nn.functional.softplus(-2 * u))
+    return (gaussian - log_det).sum(dim=-1)
+
+
+class SquashedGaussianActor(nn.Module):
+    """SAC's stochastic policy: a = tanh(u), u ~ 𝒩(μ(s), σ(s)²), actions in [-1, 1] (scaled onto the
+    env's bounds at the env boundary). An MLP body of `hidden` layers feeds two linear heads, μ and
+    log σ; log σ is clamped to [`log_std_min`, `log_std_max`] (SB3's -20 and 2). PyTorch's default
+    initialisation, as SB3 and CleanRL use.
+
+    `forward(s)` returns (μ, log σ); `sample(s)` a reparameterised action and its log-prob (so the
+    gradient flows through both); `mode(s)` the greedy action tanh(μ)."""
+
+    def __init__(self, state_sz: int, action_sz: int, hidden: Sequence[int] = (256, 256),
+                 activation_fn: Type[nn.Module] = nn.ReLU, log_std_min: float = -20.0, log_std_max: float = 2.0):
+        super().__init__()
+        if state_sz < 1 or action_sz < 1:
+            raise ValueError(f"SquashedGaussianActor needs state_sz >= 1 and action_sz >= 1, got {state_sz} and "
+                             f"{action_sz}.")
+        if not log_std_min < log_std_max:
+            raise ValueError(f"Need log_std_min < log_std_max, got {log_std_min} and {log_std_max}.")
+        self.state_sz, self.action_sz = state_sz, action_sz
+        self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
+        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        layers, width = [], state_sz
+        for h in hidden:
+            layers += [nn.Linear(width, h), activation_fn()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.mu = nn.Linear(width, action_sz)
+        self.log_std = nn.Linear(width, action_sz)
+
+    def forward(self, state: Tensor) -> Tuple[Tensor, Tensor]:
+        x = self.body(state)
+        return self.mu(x), self.log_std(x).clamp(self.log_std_min, self.log_std_max)
+
+    def sample(self, state: Tensor) -> Tuple[Tensor, Tensor]:
+        "A reparameterised action tanh(μ + σ ε), ε ~ 𝒩(0, I), and its log-prob, [B, action_sz] and [B]."
+        mean, log_std = self(state)
+        noise = torch.randn_like(mean)
+        u = mean + log_std.exp() * noise
+        return torch.tanh(u), squashed_gaussian_log_prob(noise, log_std, u)
+
+    def mode(self, state: Tensor) -> Tuple[Tensor, Tensor]:
+        "The greedy action tanh(μ) and its log-prob (the density at ε = 0)."
+        mean, log_std = self(state)
+        return torch.tanh(mean), squashed_gaussian_log_prob(torch.zeros_like(mean), log_std, mean)

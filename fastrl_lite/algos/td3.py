@@ -35,38 +35,13 @@ from ..learner.actor_critic import ActorLossProcessor
 from ..learner.wiring import (check_actor_critic_sizes, check_agent, check_bootstrap, check_bounded_actions,
                               check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
-from ..nets import Critic
+from ..nets import TwinCritic
 from ..pipes import Pipe, pipe_to_device
 
 __all__ = ["TwinCritic", "TwinCriticLoss", "TD3Agent", "TD3Learner"]
 
 
-# 1. Twin critics ----------------------------------------------------------------------------------
-
-class TwinCritic(nn.Module):
-    """Two critics of the same (state, action): `forward(s, a)` returns both values side by side,
-    [B, 2]; `q1` alone drives the actor. Build it from two critics, or `TwinCritic.of(state_sz,
-    action_sz, ...)` for two `Critic`s."""
-
-    def __init__(self, q1: nn.Module, q2: nn.Module):
-        super().__init__()
-        if q1 is q2:
-            raise ValueError("TwinCritic needs two separate critics; build a second one (they must not share weights).")
-        sizes = {(getattr(q, "state_sz", None), getattr(q, "action_sz", None)) for q in (q1, q2)}
-        if len(sizes) != 1:
-            raise ValueError(f"The two critics take inputs of different sizes (state_sz, action_sz): {sorted(sizes)}.")
-        self.q1, self.q2 = q1, q2
-        self.state_sz, self.action_sz = next(iter(sizes))
-
-    @classmethod
-    def of(cls, state_sz: int, action_sz: int, hidden1: int = 400, hidden2: int = 300, **critic_kwargs) -> "TwinCritic":
-        "Two independently initialised `Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs)`."
-        return cls(Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs),
-                   Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs))
-
-    def forward(self, state: Tensor, action: Tensor) -> Tensor:
-        return torch.cat((self.q1(state, action), self.q2(state, action)), dim=-1)
-
+# 1. Twin critics: TwinCritic, in nets.py (SAC uses it too) ---------------------------------------
 
 # 3. The critics' target and loss ------------------------------------------------------------------
 
@@ -82,7 +57,10 @@ class TwinCriticLoss(Pipe):
     ã = clip(μ'(s') + clip(N(0, policy_noise), −noise_clip, noise_clip), −1, 1).
 
     `critics`/`t_critics` are `TwinCritic`s (online and target), `t_actor` the target actor; k is
-    each transition's `nsteps` (1 when absent). `policy_noise=0` turns the smoothing off."""
+    each transition's `nsteps` (1 when absent). `policy_noise=0` turns the smoothing off.
+
+    A batch with importance weights w (prioritized replay) gets Σ_i mean w (Q_i(s, a) − y)², and
+    the mean of the two critics' |y − Q_i(s, a)| goes to `batch.td_error`."""
     fills = "critic"
 
     def __init__(self, source, critics: TwinCritic, t_critics: TwinCritic, t_actor: nn.Module, gamma: float = 0.99,
@@ -109,11 +87,19 @@ class TwinCriticLoss(Pipe):
         q = self.critics(step.state, step.action.reshape(len(step), -1).to(step.reward.dtype))
         return (q - targets.unsqueeze(-1)).pow(2).mean(dim=0).sum()
 
+    def weighted_loss(self, step: SimpleStep, targets: Tensor, weights: Tensor):
+        q = self.critics(step.state, step.action.reshape(len(step), -1).to(step.reward.dtype))
+        errors = q - targets.unsqueeze(-1)
+        return (weights.unsqueeze(-1) * errors.pow(2)).mean(dim=0).sum(), errors.detach().abs().mean(dim=-1)
+
     def next(self) -> TrainBatch:
         batch = next(self.source)
         with torch.no_grad():
             batch.targets = self.targets(batch.step)
-        batch.losses[self.fills] = self.compute_loss(batch.step, batch.targets)
+        if batch.weights is None:
+            batch.losses[self.fills] = self.compute_loss(batch.step, batch.targets)
+        else:
+            batch.losses[self.fills], batch.td_error = self.weighted_loss(batch.step, batch.targets, batch.weights)
         return batch
 
 

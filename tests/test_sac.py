@@ -1,0 +1,344 @@
+"""SAC: the squashed-Gaussian log-prob, the soft target, the temperature's loss, the agent and its
+log-prob extras, actions in the env's units, bad input, exact resume, n-step from several envs, the
+CLI and learning Pendulum."""
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import nn
+from torchdata.nodes import IterableWrapper
+
+from fastrl_lite import (GymDataPipe, GymStepper, SimpleStep, TrainBatch, Update, evaluating, find_pipe, find_pipes,
+                         set_seed)
+from fastrl_lite.algos.sac import (EntropyCoefficient, EntropyCoefficientLoss, SACActorLoss, SACAgent, SACLearner,
+                                   SoftTwinCriticLoss, SquashedGaussianActor, TwinCritic)
+from fastrl_lite.nets import Actor, squashed_gaussian_log_prob
+
+
+class LinearQ(nn.Module):
+    "Q(s, a) = ws * sum(s) + wa * sum(a): values that can be worked out by hand."
+
+    def __init__(self, ws, wa):
+        super().__init__()
+        self.ws, self.wa = nn.Parameter(torch.tensor(float(ws))), nn.Parameter(torch.tensor(float(wa)))
+
+    def forward(self, state, action):
+        return self.ws * state.sum(-1, keepdim=True) + self.wa * action.sum(-1, keepdim=True)
+
+
+class FixedPolicy(nn.Module):
+    "A stand-in policy whose samples are a fixed action with a fixed log-prob (a parameter, for gradients)."
+    action_sz = 1
+
+    def __init__(self, action, log_prob):
+        super().__init__()
+        self.action = nn.Parameter(torch.tensor(float(action)))
+        self.log_prob = nn.Parameter(torch.tensor(float(log_prob)))
+
+    def sample(self, state):
+        n = state.shape[0]
+        return self.action.expand(n, 1), self.log_prob.expand(n)
+
+
+def hand_batch():
+    return TrainBatch(SimpleStep(
+        state=torch.zeros(3, 1), action=torch.ones(3, 1), reward=torch.tensor([1.0, 2.0, 3.0]),
+        next_state=torch.tensor([[1.0], [2.0], [-3.0]]), terminated=torch.tensor([False, True, False]),
+        truncated=torch.tensor([False, False, True]), nsteps=torch.tensor([1, 1, 2])))
+
+
+# the squashed Gaussian ----------------------------------------------------------------------------------
+
+def test_squashed_gaussian_log_prob_matches_the_closed_form():
+    "μ = 0.3, σ = 0.5, ε = 0.5, so u = 0.55: log N(u; μ, σ) - log(1 - tanh(u)²), worked out in float64."
+    mean, log_std, eps = 0.3, math.log(0.5), 0.5
+    u = mean + math.exp(log_std) * eps
+    expected = (-0.5 * eps ** 2 - log_std - 0.5 * math.log(2 * math.pi)) - math.log(1 - math.tanh(u) ** 2)
+    got = squashed_gaussian_log_prob(torch.tensor([[eps]]), torch.tensor([[log_std]]), torch.tensor([[u]]))
+    assert got.shape == (1,) and abs(float(got) - expected) < 1e-5
+    # saturated tanh: 1 - tanh(12)² rounds to 0 in float32, while log(1 - tanh²) = -2 log cosh(12) stays exact
+    log_cosh = 12 - math.log(2) + math.log1p(math.exp(-24))
+    got = squashed_gaussian_log_prob(torch.tensor([[0.0]]), torch.tensor([[0.0]]), torch.tensor([[12.0]]))
+    assert abs(float(got) - (-0.5 * math.log(2 * math.pi) + 2 * log_cosh)) < 1e-4
+
+
+def test_actor_samples_with_the_log_prob_of_a_reference_distribution(seeded):
+    """Two action dimensions: the sum over dimensions of Normal.log_prob(u) - log(1 - tanh(u)²), the
+    reference in float64 (in float32, 1 - tanh(u)² loses digits where tanh saturates)."""
+    actor = SquashedGaussianActor(3, 2, (16, 16))
+    state = torch.randn(64, 3)
+    torch.manual_seed(1)
+    action, log_prob = actor.sample(state)
+    torch.manual_seed(1)
+    mean, log_std = actor(state)
+    u = mean + log_std.exp() * torch.randn_like(mean)  # the same draw
+    u64, mean64, std64 = u.double(), mean.double(), log_std.double().exp()
+    reference = torch.distributions.Normal(mean64, std64).log_prob(u64) - torch.log(1 - torch.tanh(u64) ** 2)
+    assert action.shape == (64, 2) and log_prob.shape == (64,)
+    assert torch.allclose(action, torch.tanh(u))
+    assert torch.allclose(log_prob.double(), reference.sum(-1), atol=1e-5)
+    log_prob.sum().backward()  # reparameterised: the gradient reaches both heads
+    assert actor.mu.weight.grad.abs().sum() > 0 and actor.log_std.weight.grad.abs().sum() > 0
+    greedy, _ = actor.mode(state)
+    assert torch.equal(greedy, torch.tanh(mean))
+    with torch.no_grad():
+        actor.log_std.bias.fill_(50.0)
+        assert float(actor(state)[1].max()) == 2.0  # log σ clamped to SB3's [-20, 2]
+        actor.log_std.bias.fill_(-50.0)
+        assert float(actor(state)[1].min()) == -20.0
+
+
+# the losses ------------------------------------------------------------------------------------------------
+
+def test_soft_target_takes_the_min_of_the_twin_targets_and_the_entropy_term():
+    twin = TwinCritic(LinearQ(1, 1), LinearQ(2, -1))
+    policy = FixedPolicy(0.5, -1.5)
+    stage = SoftTwinCriticLoss(IterableWrapper([hand_batch()]), twin, twin, policy, EntropyCoefficient(0.2, False),
+                               gamma=0.5)
+    batch = next(iter(stage))
+    # Q1'(s', 0.5) = s' + 0.5 = [1.5, 2.5, -2.5]; Q2'(s', 0.5) = 2 s' - 0.5 = [1.5, 3.5, -6.5]; min [1.5, 2.5, -6.5]
+    # soft value: min - α log π = min + 0.2 * 1.5 = [1.8, 2.8, -6.2]
+    # discount γ^k (1 - terminated) = [0.5, 0, 0.25] (the truncated 2-step one still bootstraps)
+    expected = torch.tensor([1.0 + 0.5 * 1.8, 2.0, 3.0 + 0.25 * -6.2])
+    assert torch.allclose(batch.targets, expected, atol=1e-6)
+    # Q1(s, a) = 1 and Q2(s, a) = -1 for every row: half the sum of the two critics' mean squared errors
+    loss = 0.5 * (((1 - expected) ** 2).mean() + ((-1 - expected) ** 2).mean())
+    assert torch.allclose(batch.losses["critic"], loss)
+    batch.losses["critic"].backward()
+    assert twin.q1.wa.grad is not None and policy.action.grad is None  # the target is a constant
+
+
+def test_actor_loss_uses_the_min_of_the_twins_and_leaves_the_critics_without_gradients():
+    twin = TwinCritic(LinearQ(1, 1), LinearQ(1, 3))
+    policy = FixedPolicy(0.5, -2.0)
+    stage = SACActorLoss(IterableWrapper([hand_batch()]), policy, twin, EntropyCoefficient(0.1, False))
+    batch = next(iter(stage))
+    # s = 0: Q1 = 0.5, Q2 = 1.5, min 0.5; loss = α log π - min Q = 0.1 * -2 - 0.5
+    assert torch.allclose(batch.losses["actor"], torch.tensor(-0.7))
+    batch.losses["actor"].backward()
+    assert float(policy.action.grad) == pytest.approx(-1.0) and float(policy.log_prob.grad) == pytest.approx(0.1)
+    assert twin.q1.wa.grad is None and all(p.requires_grad for p in twin.parameters())
+
+
+@pytest.mark.parametrize("log_prob, moves", [(-5.0, "down"), (3.0, "up")])
+def test_temperature_falls_when_the_entropy_exceeds_its_target_and_rises_below(log_prob, moves):
+    "target H̄ = -1. log π = -5: entropy 5 above H̄, α falls; log π = 3: entropy -3 below H̄, α rises."
+    ent_coef = EntropyCoefficient(1.0)
+    pipe = EntropyCoefficientLoss(IterableWrapper([hand_batch()]), FixedPolicy(0.0, log_prob), ent_coef, -1.0)
+    pipe = Update(pipe, {"ent_coef": torch.optim.SGD([ent_coef.log_alpha], lr=0.1)})
+    batch = next(iter(pipe))
+    # d/d log α of -log α (log π + H̄) is -(log π - 1): 6 for log π = -5, -2 for log π = 3
+    grad = -(log_prob - 1.0)
+    assert float(ent_coef.log_alpha.grad) == pytest.approx(grad)
+    assert float(ent_coef.log_alpha.detach()) == pytest.approx(-0.1 * grad)
+    assert (float(ent_coef()) < 1.0) == (moves == "down") and float(ent_coef()) != 1.0
+    assert float(batch.losses["ent_coef"]) == pytest.approx(0.0)  # log α was 0 when the loss was taken
+
+
+def test_entropy_coefficient_settings():
+    assert EntropyCoefficient.of("auto").learnable and float(EntropyCoefficient.of("auto")()) == pytest.approx(1.0)
+    tuned = EntropyCoefficient.of("auto_0.1")
+    assert tuned.learnable and float(tuned()) == pytest.approx(0.1)
+    fixed = EntropyCoefficient.of(0.2)
+    assert not fixed.learnable and not list(fixed.parameters()) and "log_alpha" in fixed.state_dict()
+    assert float(fixed()) == pytest.approx(0.2)
+
+
+# the agent -------------------------------------------------------------------------------------------------
+
+def test_agent_samples_while_training_acts_with_the_mean_in_eval_and_starts_uniform(seeded):
+    actor = SquashedGaussianActor(3, 2, (16, 16))
+    agent = SACAgent(actor, random_steps=4)
+    state = SimpleStep(state=torch.randn(2, 3))
+    first = agent(state)  # 2 envs: 2 of the 4 random env steps
+    assert set(first) == {"action", "log_prob"} and first["action"].shape == (2, 2)
+    assert torch.allclose(first["log_prob"], torch.full((2,), -2 * math.log(2.0)))  # uniform on [-1, 1]²
+    with evaluating(actor):
+        greedy = agent(state)
+        assert torch.equal(greedy["action"], agent(state)["action"])
+        assert torch.equal(greedy["action"], torch.tanh(actor(state.state)[0]))  # tanh of the mean
+    assert agent(state)["log_prob"][0] == -2 * math.log(2.0)  # eval mode did not use up the random steps
+    sampled = [agent(state)["action"] for _ in range(2)]
+    assert not torch.equal(sampled[0], sampled[1]) and not torch.equal(sampled[0], greedy["action"])
+    with pytest.raises(TypeError, match="stochastic actor"):
+        SACAgent(Actor(3, 2))
+
+
+def test_log_prob_extras_ride_in_the_steps_and_the_replay(seeded):
+    "The stored log_prob is log π(a|s) of the stored action a, from the actor that took it."
+    actor = SquashedGaussianActor(3, 1, (16, 16))
+    dl = GymDataPipe(["Pendulum-v1"], agent=SACAgent(actor), seed=0, num_envs=2)
+    learner = SACLearner(actor, TwinCritic.of(3, 1, 16, 16), [dl], learning_starts=32, batch_size=16,
+                         buffer_size=100, batches=1)
+    step = next(iter(dl))
+    assert step.log_prob.shape == (2,) and torch.isfinite(step.log_prob).all()
+    with torch.no_grad():
+        mean, log_std = actor(step.state)
+        u = torch.atanh(step.action.clamp(-1 + 1e-6, 1 - 1e-6))
+        expected = squashed_gaussian_log_prob((u - mean) / log_std.exp(), log_std, u)
+    assert torch.allclose(step.log_prob, expected, atol=1e-3)
+    learner.fit(1)
+    stored = learner.collector.buffer.storage.tensors
+    assert "log_prob" in stored and torch.isfinite(stored["log_prob"][:len(learner.collector.buffer)]).all()
+
+
+# actions in the env's units -----------------------------------------------------------------------------------
+
+class Bandit(gym.Env):
+    "One step per episode: reward -(a - 3)² for the action a in [0, 5] the env receives."
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(0.0, 5.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), -float((float(action[0]) - 3.0) ** 2), True, False, {}
+
+
+def test_sac_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
+    set_seed(0)
+    actor, critics = SquashedGaussianActor(1, 1, (64, 64)), TwinCritic.of(1, 1, 64, 64)
+    env = gym.vector.SyncVectorEnv([Bandit], autoreset_mode=AutoresetMode.SAME_STEP)
+    stepper = GymStepper(env, SACAgent(actor, random_steps=256), seed=0)
+    learner = SACLearner(actor, critics, [stepper], learning_rate=3e-3, learning_starts=256, batch_size=64,
+                         buffer_size=5000, batches=1000, tau=0.01)
+    learner.fit(1)
+    with evaluating(actor):
+        action = stepper.to_env(stepper.agent(SimpleStep(state=torch.zeros(1, 1)))["action"])
+    assert abs(float(action) - 3.0) < 0.3, float(action)
+    stored = learner.collector.buffer.storage.tensors["action"][:len(learner.collector.buffer)]
+    assert stored.min() >= -1 and stored.max() <= 1  # the replay keeps the policy's unit
+    assert float(learner.models["ent_coef"]()) < 1.0  # the temperature was tuned
+
+
+# bad input ---------------------------------------------------------------------------------------------------
+
+def small_learner(seed=0, **kwargs):
+    set_seed(seed)
+    actor, critics = SquashedGaussianActor(3, 1, (32, 32)), TwinCritic.of(3, 1, 32, 32)
+    dl = GymDataPipe(["Pendulum-v1"], agent=SACAgent(actor, random_steps=64), seed=seed)
+    settings = dict(learning_starts=64, batch_size=32, buffer_size=1000, batches=40)
+    settings.update(kwargs)
+    return actor, critics, SACLearner(actor, critics, [dl], **settings)
+
+
+def test_bad_input_is_refused_before_anything_changes():
+    actor = SquashedGaussianActor(4, 1)
+    with pytest.raises(ValueError, match="continuous.*DQN"):
+        SACLearner(actor, TwinCritic.of(4, 1), [GymDataPipe(["CartPole-v1"], agent=SACAgent(actor))])
+    with pytest.raises(ValueError, match="finite action bounds"):
+        SACAgent(SquashedGaussianActor(3, 1), action_space=gym.spaces.Box(-np.inf, np.inf, (1,), np.float32))
+    actor, critics = SquashedGaussianActor(3, 1, (32, 32)), TwinCritic.of(3, 1, 32, 32)
+    dl = GymDataPipe(["Pendulum-v1"], agent=SACAgent(actor), seed=0)
+    stepper = find_pipe(dl, GymStepper)
+    cases = [(dict(tau=0.0), "tau"), (dict(tau=1.5), "tau"), (dict(ent_coef=0.0), "ent_coef"),
+             (dict(ent_coef=-0.1), "ent_coef"), (dict(ent_coef="automatic"), "'auto'"),
+             (dict(ent_coef="auto_-1"), "'auto'"), (dict(target_entropy="high"), "target_entropy"),
+             (dict(gamma=1.5), "discount"), (dict(learning_rate=0.0), "learning_rate"),
+             (dict(target_update_interval=0), "target_update_interval"), (dict(batch_size=0), "batch_size"),
+             (dict(train_freq=1.5), "train_freq"), (dict(nsteps=3), "nsteps=3")]
+    before = {k: v.clone() for k, v in {**actor.state_dict(), **critics.state_dict()}.items()}
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            SACLearner(actor, critics, [dl], **bad)
+        after = {**actor.state_dict(), **critics.state_dict()}
+        assert all(torch.equal(before[k], v) for k, v in after.items()), bad
+    assert stepper.env_steps == 0 and stepper.agent.base.model is actor  # no env step was taken
+    with pytest.raises(ValueError, match="different network"):
+        SACLearner(SquashedGaussianActor(3, 1, (32, 32)), critics, [dl])
+    with pytest.raises(ValueError, match="two critics"):
+        SACLearner(actor, [critics.q1], [dl])
+    with pytest.raises(ValueError, match="action_sz=2"):
+        SACLearner(actor, TwinCritic.of(3, 2, 32, 32), [dl])
+
+
+class UnboundedPendulum(gym.Wrapper):
+    "Pendulum whose action space claims no bounds."
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+
+def test_unbounded_actions_are_refused():
+    actor = SquashedGaussianActor(3, 1, (32, 32))
+    env = gym.vector.SyncVectorEnv([lambda: UnboundedPendulum(gym.make("Pendulum-v1"))],
+                                   autoreset_mode=AutoresetMode.SAME_STEP)
+    with pytest.raises(ValueError, match="finite action bounds.*RescaleAction"):
+        SACLearner(actor, TwinCritic.of(3, 1, 32, 32), [GymStepper(env, SACAgent(actor))])
+
+
+# resume, n-step, several envs ------------------------------------------------------------------------------------
+
+def test_resume_continues_exactly_with_the_temperature_and_its_optimizer(tmp_path):
+    _, _, learner = small_learner(seed=3)
+    learner.fit(1)
+    learner.save(tmp_path / "c.pt")
+    saved_alpha = learner.models["ent_coef"].log_alpha.detach().clone()
+    assert float(saved_alpha) != 0.0  # α has moved, so restoring it is tested
+    start = learner.batch
+    learner.fit(1)
+    keys = ("critic_loss", "actor_loss", "ent_coef_loss", "ent_coef")
+    straight = {k: learner.records.values(k)[-40:].clone() for k in keys}
+    final_alpha = learner.models["ent_coef"].log_alpha.detach().clone()
+    _, _, resumed = small_learner(seed=9)
+    resumed.load(tmp_path / "c.pt")
+    assert resumed.batch == start and torch.equal(resumed.models["ent_coef"].log_alpha.detach(), saved_alpha)
+    ent_update = [u for u in find_pipes(resumed.pipe, Update) if "ent_coef" in u.optimizers][0]
+    assert int(ent_update.optimizers["ent_coef"].state_dict()["state"][0]["step"]) == start
+    resumed.fit(1)
+    for k, values in straight.items():
+        assert torch.equal(resumed.records.values(k)[-40:], values), k
+    assert torch.equal(resumed.models["ent_coef"].log_alpha.detach(), final_alpha)
+
+
+def test_fixed_entropy_coefficient_has_no_temperature_loss():
+    _, _, learner = small_learner(ent_coef=0.05)
+    learner.fit(1)
+    assert "ent_coef_loss" not in learner.history[-1] and np.isfinite(learner.history[-1]["actor_loss"])
+    assert float(learner.models["ent_coef"]()) == pytest.approx(0.05)
+
+
+def test_nstep_returns_and_several_envs():
+    "3-step transitions from 2 envs: the collector counts both envs' steps and the round runs finite."
+    set_seed(0)
+    actor, critics = SquashedGaussianActor(3, 1, (32, 32)), TwinCritic.of(3, 1, 32, 32)
+    dl = GymDataPipe(["Pendulum-v1"], agent=SACAgent(actor), seed=0, nsteps=3, firstlast=True, num_envs=2,
+                     gamma=0.98)
+    learner = SACLearner(actor, critics, [dl], learning_starts=64, batch_size=32, buffer_size=1000, batches=30,
+                         nsteps=3, gamma=0.98)
+    learner.fit(1)
+    stepper = learner.stepper
+    assert learner.batch == 30 and stepper.num_envs == 2
+    assert 0 <= stepper.env_steps - learner.env_steps <= 2 * 2
+    buffer = learner.collector.buffer
+    stored = buffer.storage.tensors["nsteps"][:len(buffer)]
+    assert int(stored.max()) == 3 and int(stored.min()) >= 1
+    assert buffer.storage.tensors["log_prob"][:len(buffer)].shape == (len(buffer),)
+    for key in ("critic_loss", "actor_loss", "ent_coef_loss"):
+        assert np.isfinite(learner.history[-1][key]), key
+    with pytest.raises(ValueError, match="gamma=0.98"):
+        SACLearner(actor, critics, [dl], nsteps=3, gamma=0.9)
+
+
+# learning Pendulum -------------------------------------------------------------------------------------------
+
+def test_sac_learns_pendulum_within_15k_steps():
+    """Greedy mean return >= -400 over 10 episodes within 15k env steps, checked every 1000 steps
+    from 3000 on (rl-zoo's settings: SB3's defaults with lr 1e-3)."""
+    set_seed(0)
+    actor, critics = SquashedGaussianActor(3, 1, (256, 256)), TwinCritic.of(3, 1, 256, 256)
+    dl = GymDataPipe(["Pendulum-v1"], agent=SACAgent(actor, random_steps=100), seed=0, n=15_000)
+    learner = SACLearner(actor, critics, [dl], learning_rate=1e-3, learning_starts=100, batches=1000)
+    best = -np.inf
+    while learner.env_steps < 15_000 and best < -400:
+        learner.fit(1)
+        if learner.env_steps >= 3000:
+            best = max(best, learner.validate(10, seed=learner.env_steps)["mean"])
+    assert learner.env_steps <= 15_000
+    assert best >= -400, f"greedy mean return {best:.0f} after {learner.env_steps} env steps"
