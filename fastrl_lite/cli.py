@@ -156,11 +156,45 @@ def build_td3(env_id: str, hp: Dict, steps: int, seed: int, loggers):
                       batches=1000)
 
 
-BUILDERS: Dict[str, Callable] = {"dqn": build_dqn, "ddpg": build_ddpg, "td3": build_td3}
-DEFAULT_ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1", "td3": "Pendulum-v1"}
+def _schedule(hp: Dict, key: str):
+    "A number, or rl-zoo's \"lin_<value>\": a linear schedule from value to 0 over the run."
+    from .algos.ppo import linear_schedule
+    value = hp[key]
+    if isinstance(value, str) and value.startswith("lin_"):
+        try:
+            return linear_schedule(float(value[4:]))
+        except ValueError:
+            pass
+    if isinstance(value, str):
+        raise ValueError(f"{key} must be a number or lin_<number> (rl-zoo's linear schedule), got {value!r}.")
+    return value
+
+
+def build_ppo(env_id: str, hp: Dict, steps: int, seed: int, loggers):
+    "PPO with SB3's names; `normalize` normalises observations and rewards as rl-zoo's VecNormalize."
+    from .algos.ppo import ActorCriticPolicy, PPODataPipe, PPOLearner
+    probe, _ = _probe(env_id)
+    policy = ActorCriticPolicy(probe.single_observation_space, probe.single_action_space, net_arch=_net_arch(hp),
+                               log_std_init=hp["log_std_init"])
+    probe.close()
+    n_envs = _whole(hp, "n_envs", 1)
+    dl = PPODataPipe(env_id, policy, n_envs=n_envs, seed=seed, normalize_obs=bool(hp["normalize"]),
+                     normalize_reward=bool(hp["normalize"]), gamma=hp["gamma"], n=steps)
+    return PPOLearner(policy, [dl], logger_bases=loggers, learning_rate=_schedule(hp, "learning_rate"),
+                      n_steps=_whole(hp, "n_steps", 1), batch_size=_whole(hp, "batch_size", 1),
+                      n_epochs=_whole(hp, "n_epochs", 1), gamma=hp["gamma"], gae_lambda=hp["gae_lambda"],
+                      clip_range=_schedule(hp, "clip_range"),
+                      clip_range_vf=None if hp["clip_range_vf"] is None else _schedule(hp, "clip_range_vf"),
+                      normalize_advantage=bool(hp["normalize_advantage"]), ent_coef=hp["ent_coef"],
+                      vf_coef=hp["vf_coef"], max_grad_norm=hp["max_grad_norm"], target_kl=hp["target_kl"],
+                      total_timesteps=steps)
+
+
+BUILDERS: Dict[str, Callable] = {"dqn": build_dqn, "ddpg": build_ddpg, "td3": build_td3, "ppo": build_ppo}
+DEFAULT_ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1", "td3": "Pendulum-v1", "ppo": "CartPole-v1"}
 # torch threads per algorithm, measured on 2 cores: DQN's small MLP updates run fastest on one thread,
 # DDPG's and TD3's 400x300 networks with batch 256 gain from two.
-DEFAULT_THREADS = {"dqn": 1, "ddpg": 2, "td3": 2}
+DEFAULT_THREADS = {"dqn": 1, "ddpg": 2, "td3": 2, "ppo": 1}
 
 
 # ---------------------------------------------------------------- epochs

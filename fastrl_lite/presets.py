@@ -41,6 +41,12 @@ DEFAULTS: Dict[str, Dict] = {
             "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,
             "noise_std": 0.1, "policy_delay": 2, "target_policy_noise": 0.2, "target_noise_clip": 0.5,
             "net_arch": [400, 300], "n_envs": 1},
+    # SB3's PPO defaults; `normalize` is rl-zoo's (running mean/std of observations and rewards), a
+    # learning rate or clip range may be rl-zoo's "lin_<value>" (falling linearly to 0 over the run)
+    "ppo": {"n_timesteps": 100_000, "learning_rate": 3e-4, "n_steps": 2048, "batch_size": 64, "n_epochs": 10,
+            "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "clip_range_vf": None,
+            "normalize_advantage": True, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5, "target_kl": None,
+            "net_arch": [64, 64], "log_std_init": 0.0, "normalize": False, "n_envs": 1},
 }
 
 _ZOO_CARTPOLE_DQN = {"n_timesteps": 50_000, "learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000,
@@ -74,6 +80,20 @@ PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
     },
     "ddpg": {"Pendulum-v1": {"default": {"source": ZOO.format("ddpg", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
     "td3": {"Pendulum-v1": {"default": {"source": ZOO.format("td3", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
+    "ppo": {
+        "CartPole-v1": {"default": {"source": ZOO.format("ppo", "CartPole-v1"),
+                                    "hp": {"n_envs": 8, "n_timesteps": 100_000, "n_steps": 32, "batch_size": 256,
+                                           "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20, "ent_coef": 0.0,
+                                           "learning_rate": "lin_1e-3", "clip_range": "lin_0.2"}}},
+        # rl-zoo also uses gSDE here (use_sde, sde_sample_freq 4), which fastrl_lite does not have
+        "Pendulum-v1": {"default": {"source": ZOO.format("ppo", "Pendulum-v1") + " without gSDE",
+                                    "hp": {"n_envs": 4, "n_timesteps": 100_000, "n_steps": 1024, "gae_lambda": 0.95,
+                                           "gamma": 0.9, "n_epochs": 10, "ent_coef": 0.0, "learning_rate": 1e-3,
+                                           "clip_range": 0.2}}},
+        "Acrobot-v1": {"default": {"source": ZOO.format("ppo", "Acrobot-v1"),
+                                   "hp": {"normalize": True, "n_envs": 16, "n_timesteps": 1_000_000, "n_steps": 256,
+                                          "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4, "ent_coef": 0.0}}},
+    },
 }
 for _algo in PRESETS:
     for _env in PRESETS[_algo]:

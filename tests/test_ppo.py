@@ -1,5 +1,6 @@
 """PPO: GAE against hand-computed values, the clipped objective, minibatch epochs, the KL early stop,
 the normalisers, the policies, bad input, exact resume and learning CartPole."""
+import json
 import math
 
 import gymnasium as gym
@@ -417,3 +418,23 @@ def test_ppo_learns_cartpole_within_100k_env_steps():
     learner.fit(epochs)
     assert learner.env_steps <= 100_000
     assert learner.validate(10)["mean"] >= 475
+
+
+def test_cli_trains_ppo_with_rl_zoo_settings_chosen_by_env_id(tmp_path, capsys):
+    from fastrl_lite.cli import main as cli_main
+    from fastrl_lite.presets import resolve
+    assert resolve("ppo", "Pendulum-v1")[0]["gamma"] == 0.9 and resolve("ppo", "Acrobot-v1")[0]["normalize"] is True
+    out = tmp_path / "run"
+    cli_main(["train", "ppo", "--steps", "2100", "--out", str(out), "--eval-episodes", "2"])
+    assert {"config.json", "metrics.csv", "returns.csv", "model.pt", "eval.json", "checkpoint.pt"} <= \
+        {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config["env"] == "CartPole-v1" and config["hp"]["n_steps"] == 32 and config["hp"]["learning_rate"] == "lin_1e-3"
+    result = json.loads((out / "eval.json").read_text())
+    assert result["env_steps"] == 2048  # 8 whole rollouts of 8 envs x 32 steps; the last 52 steps end the data
+    assert len(result["eval_returns"]) == 2
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert "clip_fraction" in rows[0] and "approx_kl" in rows[0] and len(rows) > 2
+    with pytest.raises(SystemExit):
+        cli_main(["train", "ppo", "--out", str(tmp_path / "bad"), "--hp", "batch_size=300"])
+    assert "must divide a rollout" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -263,7 +263,8 @@ def PPOLearner(policy: ActorCriticPolicy, dls: Sequence, logger_bases=None, lear
     initial_lr = learning_rate(1.0) if callable(learning_rate) else learning_rate
     optimizer = torch.optim.Adam(policy.parameters(), lr=initial_lr, eps=1e-5, fused=device.type in ("cpu", "cuda"))
 
-    collector = RolloutCollector(dls[0], n_steps=n_steps, device=device)
+    collector = RolloutCollector(dls[0], n_steps=n_steps, n_envs=stepper.num_envs,
+                                 rounds_per_rollout=rounds_per_rollout, device=device)
     progress = Progress(collector, total_timesteps)
     pipe = GAE(collector, policy.value, gamma=gamma, gae_lambda=gae_lambda)
     pipe = minibatches = Minibatches(pipe, n_epochs=n_epochs, batch_size=batch_size)
@@ -274,7 +275,5 @@ def PPOLearner(policy: ActorCriticPolicy, dls: Sequence, logger_bases=None, lear
     schedulers = {"ppo": ProgressLR(optimizer, learning_rate, progress)} if callable(learning_rate) else None
     pipe = Update(pipe, {"ppo": optimizer}, clip_grad_norm=max_grad_norm, schedulers=schedulers)
     pipe_to_device(pipe, device)
-    learner = Learner({"policy": policy}, pipe, dls=dls, batches=batches, logger_bases=logger_bases, name="PPO",
-                      collector=collector, stepper=stepper)
-    learner.rounds_per_rollout = rounds_per_rollout
-    return learner
+    return Learner({"policy": policy}, pipe, dls=dls, batches=batches, logger_bases=logger_bases, name="PPO",
+                   collector=collector, stepper=stepper)

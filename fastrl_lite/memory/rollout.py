@@ -30,7 +30,8 @@ def _check_discount(name: str, value) -> float:
 
 class RolloutCollector(Pipe):
     """Pulls `n_steps` vector steps from the env pipeline `source` and yields them as one rollout: a
-    `SimpleStep` whose fields are [n_steps, n_envs, ...], time first. The agent's extras
+    `SimpleStep` whose fields are [n_steps, n_envs, ...], time first. It owns the cadence: one
+    rollout feeds `rounds_per_rollout` gradient rounds (PPO's n_epochs x minibatches). The agent's extras
     (`log_prob`, `value`) ride in the steps like any other field, and `terminated` and `truncated`
     stay apart. The rows live in one preallocated `TensorStorage` (on `device`), overwritten by
     the next rollout, so a stage downstream must have used a rollout before it pulls the next one.
@@ -38,13 +39,15 @@ class RolloutCollector(Pipe):
     state_attrs = ("env_steps", "rollouts")
     required = ("state", "action", "reward", "next_state", "terminated", "truncated", "log_prob", "value")
 
-    def __init__(self, source, n_steps: int = 2048, device=None):
+    def __init__(self, source, n_steps: int = 2048, n_envs: Optional[int] = None, rounds_per_rollout: int = 1,
+                 device=None):
         super().__init__(source)
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps (vector steps per rollout) must be a whole number >= 1, got {n_steps!r}.")
-        self.n_steps, self.device = n_steps, device
+        for name, value in (("n_steps", n_steps), ("rounds_per_rollout", rounds_per_rollout)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+        self.n_steps, self.n_envs, self.device = n_steps, n_envs, device
+        self.rounds_per_rollout = rounds_per_rollout
         self.storage: Optional[TensorStorage] = None
-        self.n_envs: Optional[int] = None
         self.env_steps = 0
         self.rollouts = 0
 
@@ -53,6 +56,8 @@ class RolloutCollector(Pipe):
         if missing:
             raise ValueError(f"RolloutCollector needs steps with {missing}: the agent must return its log-prob and "
                              "value with each action (PPOAgent(policy)).")
+        if self.n_envs is not None and self.n_envs != len(step):
+            raise ValueError(f"RolloutCollector(n_envs={self.n_envs}) but the env pipeline steps {len(step)} envs.")
         self.n_envs = len(step)
         self.storage = TensorStorage(self.n_steps * self.n_envs, self.device, fields=self.required)
 
@@ -72,9 +77,10 @@ class RolloutCollector(Pipe):
         rollout.env_steps = env_steps
         return rollout
 
-    def rounds_within(self, env_steps: int, rounds_per_rollout: int) -> int:
-        "Gradient rounds in a run of `env_steps` env steps, without early stops."
-        return (env_steps // (self.n_steps * (self.n_envs or 1))) * rounds_per_rollout
+    def rounds_within(self, env_steps: int) -> int:
+        """Gradient rounds a run of `env_steps` env steps yields: `rounds_per_rollout` (what the stages
+        downstream make of one rollout) per whole rollout, fewer when an early stop cuts a rollout short."""
+        return (env_steps // (self.n_steps * (self.n_envs or 1))) * self.rounds_per_rollout
 
     def to(self, device):
         self.device = device
