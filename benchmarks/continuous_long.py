@@ -1,0 +1,190 @@
+"""TD3 and SAC beyond Pendulum: LunarLanderContinuous-v3 and MountainCarContinuous-v0, fastrl_lite
+against Stable-Baselines3 with rl-zoo's tuned settings and budgets, one process per run, the two
+libraries alternating.
+
+The settings (rl-zoo `hyperparams/td3.yml` and `sac.yml`):
+- TD3, LunarLanderContinuous: 300k steps, γ 0.98, 200k buffer, learning starts 10k, Gaussian noise
+  σ 0.1, 1 round per env step, lr 1e-3, [400, 300].
+- TD3, MountainCarContinuous: 300k steps, Ornstein-Uhlenbeck noise σ 0.5 (θ 0.15, dt 0.01), SB3's
+  defaults otherwise (γ 0.99, 1M buffer, learning starts 100, lr 1e-3, [400, 300]).
+- SAC, LunarLanderContinuous: 500k steps, lr 7.3e-4 (rl-zoo lets it fall linearly to 0; here it
+  stays constant in both libraries), 1M buffer, batch 256, τ 0.01, learning starts 10k, ent_coef
+  'auto', [400, 300].
+- SAC, MountainCarContinuous: 50k steps, lr 3e-4, 50k buffer, batch 512, ent_coef 0.1 fixed, 32 env
+  steps → 32 rounds, γ 0.9999, τ 0.01, no learning starts, [64, 64]. rl-zoo also turns on gSDE
+  (state-dependent exploration, log σ initialised at -3.67), which fastrl_lite does not have; `--sde`
+  gives SB3 its gSDE as rl-zoo does, otherwise both libraries run plain SAC.
+Evaluation: 10 greedy episodes, episode i on a fresh env seeded 10_000 + i.
+
+    pip install box2d     # LunarLanderContinuous needs Box2D
+    python benchmarks/continuous_long.py sac MountainCarContinuous-v0 [--steps N] [--seeds 0] [--sde]
+    python benchmarks/continuous_long.py td3 LunarLanderContinuous-v3 [--steps N] [--seeds 0]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from harness import emit, run_worker
+
+SETTINGS = {
+    ("td3", "LunarLanderContinuous-v3"): dict(
+        steps=300_000, gamma=0.98, buffer_size=200_000, learning_starts=10_000, noise="normal", noise_std=0.1,
+        learning_rate=1e-3, batch_size=256, tau=0.005, train_freq=1, gradient_steps=1, net_arch=[400, 300]),
+    ("td3", "MountainCarContinuous-v0"): dict(
+        steps=300_000, gamma=0.99, buffer_size=1_000_000, learning_starts=100, noise="ornstein-uhlenbeck",
+        noise_std=0.5, learning_rate=1e-3, batch_size=256, tau=0.005, train_freq=1, gradient_steps=1,
+        net_arch=[400, 300]),
+    ("sac", "LunarLanderContinuous-v3"): dict(
+        steps=500_000, gamma=0.99, buffer_size=1_000_000, learning_starts=10_000, learning_rate=7.3e-4,
+        batch_size=256, tau=0.01, train_freq=1, gradient_steps=1, ent_coef="auto",
+        net_arch=[400, 300]),
+    ("sac", "MountainCarContinuous-v0"): dict(
+        steps=50_000, gamma=0.9999, buffer_size=50_000, learning_starts=0, learning_rate=3e-4,
+        batch_size=512, tau=0.01, train_freq=32, gradient_steps=32, ent_coef=0.1, net_arch=[64, 64],
+        sde_log_std_init=-3.67),
+}
+
+
+def greedy_returns(env_id: str, act, episodes: int):
+    "Returns of `episodes` greedy episodes, episode i on a fresh env seeded 10_000 + i."
+    import gymnasium as gym
+    env = gym.make(env_id)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=10_000 + i)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int):
+    import math
+    from functools import partial
+    import torch
+    from fastrl_lite import GymDataPipe, SimpleStep, evaluating, set_seed
+    from fastrl_lite.nets import Actor, SquashedGaussianActor, TwinCritic
+    import gymnasium as gym
+    set_seed(seed)
+    probe = gym.make(env_id)
+    state_sz, action_sz = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    hidden = s["net_arch"]
+    warmup = s["learning_starts"]
+    if algo == "td3":
+        from fastrl_lite.agents import DeterministicAgent, GaussianNoise, OrnsteinUhlenbeck
+        from fastrl_lite.algos.td3 import TD3Learner
+        actor, critics = Actor(state_sz, action_sz, *hidden), TwinCritic.of(state_sz, action_sz, *hidden)
+        noise = (partial(GaussianNoise, sigma=s["noise_std"]) if s["noise"] == "normal" else
+                 partial(OrnsteinUhlenbeck, sigma=s["noise_std"], min_epsilon=1.0, max_epsilon=1.0))
+        agent = DeterministicAgent(actor, noise, random_steps=warmup)
+        dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
+        learner = TD3Learner(actor, critics, [dl], learning_rate=s["learning_rate"], buffer_size=s["buffer_size"],
+                             learning_starts=max(warmup, s["batch_size"]), batch_size=s["batch_size"], tau=s["tau"],
+                             gamma=s["gamma"], train_freq=s["train_freq"], gradient_steps=s["gradient_steps"],
+                             batches=1000)
+    else:
+        from fastrl_lite.algos.sac import SACAgent, SACLearner
+        actor, critics = SquashedGaussianActor(state_sz, action_sz, hidden), TwinCritic.of(state_sz, action_sz, *hidden)
+        dl = GymDataPipe([env_id], agent=SACAgent(actor, random_steps=warmup), seed=seed, n=steps)
+        learner = SACLearner(actor, critics, [dl], learning_rate=s["learning_rate"], buffer_size=s["buffer_size"],
+                             learning_starts=max(warmup, s["batch_size"]), batch_size=s["batch_size"], tau=s["tau"],
+                             gamma=s["gamma"], train_freq=s["train_freq"], gradient_steps=s["gradient_steps"],
+                             ent_coef=s["ent_coef"], batches=1000)
+    epochs = max(1, math.ceil(learner.collector.rounds_within(steps) / learner.batches))
+    start, cpu = time.perf_counter(), time.process_time()
+    learner.fit(epochs)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    agent, to_env = learner.stepper.agent, learner.stepper.to_env
+
+    def act(obs):
+        out = agent(SimpleStep(state=torch.as_tensor(obs)[None]))
+        return to_env(out["action"] if isinstance(out, dict) else out).numpy()[0]
+    with evaluating(actor):
+        returns = greedy_returns(env_id, act, episodes)
+    return learner.env_steps, seconds, cpu_seconds, returns
+
+
+def run_sb3(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int, sde: bool):
+    import numpy as np
+    import gymnasium as gym
+    from stable_baselines3 import SAC, TD3
+    from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+    env = gym.make(env_id)
+    n = env.action_space.shape[0]
+    common = dict(gamma=s["gamma"], buffer_size=s["buffer_size"], learning_starts=s["learning_starts"],
+                  batch_size=s["batch_size"], tau=s["tau"], train_freq=s["train_freq"],
+                  gradient_steps=s["gradient_steps"], seed=seed, device="cpu", verbose=0)
+    if algo == "td3":
+        noise = (NormalActionNoise(np.zeros(n), s["noise_std"] * np.ones(n)) if s["noise"] == "normal" else
+                 OrnsteinUhlenbeckActionNoise(np.zeros(n), s["noise_std"] * np.ones(n)))
+        model = TD3("MlpPolicy", env, learning_rate=s["learning_rate"], action_noise=noise,
+                    policy_kwargs=dict(net_arch=s["net_arch"]), **common)
+    else:
+        lr = s["learning_rate"]
+        policy_kwargs = dict(net_arch=s["net_arch"])
+        if sde and "sde_log_std_init" in s:
+            policy_kwargs["log_std_init"] = s["sde_log_std_init"]
+        model = SAC("MlpPolicy", env, learning_rate=lr, ent_coef=s["ent_coef"], use_sde=sde and "sde_log_std_init" in s,
+                    policy_kwargs=policy_kwargs, **common)
+    start, cpu = time.perf_counter(), time.process_time()
+    model.learn(steps)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    returns = greedy_returns(env_id, lambda obs: model.predict(obs, deterministic=True)[0], episodes)
+    return model.num_timesteps, seconds, cpu_seconds, returns
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("algo", choices=["td3", "sac"])
+    parser.add_argument("env", choices=sorted({env for _, env in SETTINGS}))
+    parser.add_argument("--steps", type=int, default=None, help="env steps (default: rl-zoo's budget)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--sde", action="store_true", help="give SB3's SAC rl-zoo's gSDE where rl-zoo uses it")
+    parser.add_argument("--libs", nargs="+", default=["fastrl_lite", "sb3"], choices=["fastrl_lite", "sb3"])
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    settings = SETTINGS[args.algo, args.env]
+    steps = args.steps or settings["steps"]
+    if args.worker:
+        import torch
+        torch.set_num_threads(args.threads)
+        if args.worker == "fastrl_lite":
+            result = run_fastrl_lite(args.algo, args.env, settings, steps, args.seeds[0], args.episodes)
+        else:
+            result = run_sb3(args.algo, args.env, settings, steps, args.seeds[0], args.episodes, args.sde)
+        env_steps, seconds, cpu_seconds, returns = result
+        emit({"lib": args.worker, "seed": args.seeds[0], "env_steps": env_steps, "seconds": seconds,
+              "cpu_seconds": cpu_seconds, "steps_per_s": env_steps / seconds, "greedy_mean": sum(returns) / len(returns),
+              "returns": returns})
+        return
+    results = []
+    for seed in args.seeds:
+        for lib in args.libs:
+            extra = ["--sde"] if args.sde else []
+            r = run_worker(__file__, [args.algo, args.env, "--worker", lib, "--steps", steps, "--seeds", seed,
+                                      "--threads", args.threads, "--episodes", args.episodes, *extra])
+            results.append(r)
+            print(f"{lib:12s} seed {seed}: greedy {r['greedy_mean']:8.1f}  {r['steps_per_s']:6.1f} env steps/s "
+                  f"({r['seconds']:.0f} s wall, {r['cpu_seconds']:.0f} s CPU)", flush=True)
+    print(f"\n{args.algo.upper()} on {args.env}: {steps} env steps, {args.threads} torch thread(s)"
+          f"{', SB3 with gSDE' if args.sde else ''}")
+    speed = {}
+    for lib in args.libs:
+        runs = [r for r in results if r["lib"] == lib]
+        speed[lib] = sum(r["steps_per_s"] for r in runs) / len(runs)
+        means = ", ".join(f"{r['greedy_mean']:.1f}" for r in runs)
+        print(f"{lib:12s} greedy per seed {means}; {speed[lib]:.1f} env steps/s")
+    if len(speed) == 2:
+        print(f"speed ratio fastrl_lite / sb3: {speed['fastrl_lite'] / speed['sb3']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
