@@ -12,6 +12,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from ..core import SimpleStep
+from ..distributed import rank_seed
 from ..pipes import Pipe
 
 __all__ = ["GymStepper", "make_vec_env", "check_env_id"]
@@ -67,8 +68,9 @@ class GymStepper(Pipe):
     return a dict with an `"action"` entry and extras (a log-prob, a value), which become fields of
     the step. Each step's `env_steps` is the number of env steps it holds (`num_envs`).
 
-    The env is seeded once, on its first reset, so later episodes differ. `terminated` and
-    `truncated` are kept apart. `episode_n` counts each env's finished episodes and `step_n` the
+    The env is seeded once, on its first reset, so later episodes differ; in a data-parallel run
+    each rank seeds its envs with `distributed.rank_seed(seed)`, so ranks see different episodes.
+    `terminated` and `truncated` are kept apart. `episode_n` counts each env's finished episodes and `step_n` the
     steps of the current one (1 on an episode's first transition). With `agent=None` actions are
     sampled from the action space. `n` caps the total env steps (transitions) yielded. A NaN/inf
     observation or reward stops stepping with an error unless `check_finite=False`.
@@ -98,7 +100,8 @@ class GymStepper(Pipe):
             self._start()
 
     def _start(self):
-        seed = self.seed if self.env_steps == 0 else None  # seed once: a restart must not replay episodes
+        # seed once: a restart must not replay episodes; each rank of a data-parallel run its own seed
+        seed = rank_seed(self.seed) if self.env_steps == 0 else None
         obs, _ = self.env.reset(seed=seed)
         if seed is not None:
             self.env.action_space.seed(seed)

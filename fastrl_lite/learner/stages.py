@@ -63,6 +63,7 @@ class TargetModelUpdater(Pipe):
     """Keeps a target copy of `model` (`self.target_model`) and hard-copies the weights into it
     every `target_sync` gradient rounds, counted after each round passes through."""
     state_attrs = ("rounds",)
+    shared_state = ("target_model",)  # the same on every rank: a data-parallel checkpoint keeps rank 0's
 
     def __init__(self, source, model: nn.Module, target_sync: int = 300, target_model: Optional[nn.Module] = None):
         super().__init__(source)

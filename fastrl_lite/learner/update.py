@@ -5,6 +5,7 @@ from typing import Dict, Mapping, Optional, Union
 
 import torch
 
+from .. import distributed
 from ..core import TrainBatch
 from ..pipes import Pipe
 from . import fused_adam
@@ -37,8 +38,14 @@ class Update(Pipe):
     `{key}_lr`. `scaler` (a `torch.amp.GradScaler`) scales the loss for mixed precision and skips
     steps whose gradients overflowed. Fused Adam/AdamW steps take a measured fast path
     (`fused_adam.step`), bit-identical to `opt.step()`.
+
+    In a data-parallel run (`fastrl_lite.distributed`, more than one rank) the gradients of the
+    due losses' parameters are averaged across the ranks between backward and clip/step, one
+    flattened all-reduce per round; with one rank nothing is added to the round.
     """
     state_attrs = ("rounds",)
+    # what is the same on every rank, so a data-parallel checkpoint keeps it once (rank 0's)
+    shared_state = ("optimizers", "schedulers", "scaler")
 
     def __init__(self, source, optimizers: Union[torch.optim.Optimizer, Mapping[str, torch.optim.Optimizer]],
                  clip_grad_norm: PerLoss = None, every: PerLoss = 1,
@@ -68,6 +75,7 @@ class Update(Pipe):
                           schedulers[key]) for key, opt in optimizers.items()]
         self._lr_keys = {key: f"{key}_lr" for key in keys}
         self.rounds = 0
+        self._reducers = None  # decided on the first round: {due keys: GradientAllReduce}, or False with one rank
 
     def _loss(self, batch: TrainBatch, key):
         if key is None:
@@ -96,15 +104,22 @@ class Update(Pipe):
         for entry in due:
             for p in entry[2]:  # zero_grad(set_to_none=True) without the optimizer's per-call hooks
                 p.grad = None
+        reducers = self._reducers
+        if reducers is None:
+            reducers = self._reducers = {} if distributed.is_distributed() else False
         scaler = self.scaler
         if scaler is None:
             loss.backward()
+            if reducers is not False:
+                self._all_reduce(reducers, due)
             for key, opt, params, clip, _, scheduler in due:
                 fused_adam.step(opt, params, clip)
                 if scheduler is not None:
                     self._schedule(key, opt, scheduler)
             return batch
         scaler.scale(loss).backward()
+        if reducers is not False:
+            self._all_reduce(reducers, due)  # the scale is the same on every rank, so scaled gradients average alike
         for key, opt, params, clip, _, scheduler in due:
             if clip is not None:
                 scaler.unscale_(opt)
@@ -115,6 +130,15 @@ class Update(Pipe):
             if scheduler is not None:
                 self._schedule(key, opt, scheduler)
         return batch
+
+    @staticmethod
+    def _all_reduce(reducers, due):
+        "Average the due parameters' gradients across the ranks (one buffer per set of due losses)."
+        keys = tuple(entry[0] for entry in due)
+        reducer = reducers.get(keys)
+        if reducer is None:
+            reducer = reducers[keys] = distributed.GradientAllReduce(p for entry in due for p in entry[2])
+        reducer()
 
     def _schedule(self, key, opt, scheduler):
         scheduler.step()
