@@ -1,154 +1,158 @@
-"""Scaling: env steps per second against num_envs, and gradient-round time against batch size and width.
+"""Data-parallel scaling: DQN and PPO on CartPole-v1 at 1 and 2 ranks, one torch thread each.
 
-    python benchmarks/scaling.py                                  # both tables
-    python benchmarks/scaling.py --part envs --num-envs 1 4 16 64 --steps 20000
+    python benchmarks/scaling.py                                # DQN and PPO, 1 and 2 ranks, rl-zoo's budgets
+    python benchmarks/scaling.py --algos dqn --nproc 1 2 4 --steps 20000 --seeds 0 1 2
 
-Env scaling (CartPole-v1, `GymDataPipe(num_envs=k)` + `DQNAgent` + `DQNLearner` with
-`cli.build_dqn`'s settings, one thread): for each num_envs, (a) collection only — the agent's
-forward pass, ε-greedy, `GymStepper` and `ExperienceReplay.add` for every vector step, no gradient
-rounds — and (b) the whole DQN pipeline at its fixed update-to-data ratio (128 rounds per 256 env
-steps, so gradient rounds per env step stay constant as num_envs grows).
+Each run trains with `fastrl-lite train`'s builder and rl-zoo's CartPole-v1 preset on `--steps`
+env steps in all, split evenly over the ranks (each rank steps its own `n_envs` envs into its own
+buffer; gradients are averaged across the ranks every round). One rank is the plain
+single-process run; N > 1 ranks run under torchrun (`torch.distributed.run --standalone`, gloo).
+Per run it reports:
+- env steps per second (all ranks together) and gradient rounds per second (per rank: every rank
+  takes the same rounds), from the wall time of `fit` between two barriers;
+- the final greedy return: rank 0's model, 10 episodes, after the same total env steps;
+- the all-reduce cost per round: the median time of the round's gradient all-reduce (the same
+  `GradientAllReduce`, over the same parameters), timed on its own after training, and its share of
+  the training time (rounds × cost / seconds). The README's extrapolation to N machines starts
+  from this figure.
 
-Update scaling: one DQN gradient round (replay sample, target, loss, backward, clip, fused Adam
-step) from a full replay, for batch sizes 32 … 1024 at width 256, and for MLP widths 64 … 1024
-at batch 64; median µs per round over `--rounds` rounds. The replay here is
-`ExperienceReplay(updates=10**9)` after its warmup, so it yields batches without collecting more.
-
-Each configuration runs in its own subprocess with `torch.set_num_threads(--threads)`.
+Every run is a fresh process (or set of processes); the driver collects the `RESULT {json}` line
+rank 0 prints.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import time
-from harness import emit, run_worker
+
+from harness import PREFIX, emit
 
 ENV_ID = "CartPole-v1"
 
 
-def env_run(num_envs: int, steps: int, seed: int, collect_only: bool) -> dict:
+def worker(algo: str, steps: int, seed: int, reduce_reps: int) -> dict:
     import math
-    from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner
+    import torch
+    import torch.distributed as dist
+    from fastrl_lite import distributed, find_pipes
+    from fastrl_lite.cli import BUILDERS, plan_epochs
     from fastrl_lite.core import set_seed
-    from fastrl_lite.envs import GymDataPipe
-    from fastrl_lite.memory import ExperienceReplay
+    from fastrl_lite.learner import Update
+    from fastrl_lite.presets import resolve
+    torch.set_num_threads(1)
+    distributed.init()
+    world, rank = distributed.world_size(), distributed.rank()
     set_seed(seed)
-    model = DQN(4, 2, hidden=(256, 256))
-    agent = DQNAgent(model, min_epsilon=0.04, max_epsilon=1.0, max_steps=max(1, int(0.16 * steps)))
-    dl = GymDataPipe([ENV_ID], agent=agent, seed=seed, n=steps, num_envs=num_envs)
-    if collect_only:
-        replay = ExperienceReplay(dl, bs=64, max_sz=100_000)
-        dl.reset()
-        start, cpu = time.perf_counter(), time.process_time()
-        try:
-            while True:
-                replay.add(next(dl))
-        except StopIteration:
-            pass
-        env_steps, rounds = replay.added, 0
-    else:
-        learner = DQNLearner(model, [dl], lr=2.3e-3, bs=64, max_sz=100_000, warmup=1000, train_every=256,
-                             updates=128, gamma=0.99, target_sync=128, batches=1280)
-        start, cpu = time.perf_counter(), time.process_time()
-        learner.fit(max(1, math.ceil(learner.collector.rounds_within(steps) / learner.batches)))
-        env_steps, rounds = learner.env_steps, learner.batch
+    hp, _ = resolve(algo, ENV_ID)
+    rank_steps = math.ceil(steps / world)
+    hp["n_timesteps"] = rank_steps
+    learner = BUILDERS[algo](ENV_ID, hp, rank_steps, seed, [])
+    epochs, learner.batches, _ = plan_epochs(learner, rank_steps)
+    if world > 1:
+        dist.barrier()
+    start, cpu = time.perf_counter(), time.process_time()
+    learner.fit(epochs + 1)  # the data ends the run: rank_steps env steps per rank
+    if world > 1:
+        dist.barrier()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    return {"num_envs": num_envs, "collect_only": collect_only, "env_steps": env_steps, "rounds": rounds,
-            "seconds": seconds, "cpu_seconds": cpu_seconds, "steps_per_s": env_steps / seconds,
-            "steps_per_cpu_s": env_steps / cpu_seconds}
+    env_steps = learner.env_steps
+    params = [p for update in find_pipes(learner.pipe, Update) for opt in update.optimizers.values()
+              for group in opt.param_groups for p in group["params"]]
+    reduce_us = None
+    if world > 1:
+        gathered = distributed.gather_to_main(env_steps)
+        if rank == 0:
+            env_steps = int(sum(gathered))
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        reducer = distributed.GradientAllReduce(params)
+        times = []
+        for i in range(reduce_reps + 20):
+            dist.barrier()
+            t = time.perf_counter()
+            reducer()
+            if i >= 20:
+                times.append(time.perf_counter() - t)
+        reduce_us = statistics.median(times) * 1e6
+    result = None
+    if rank == 0:
+        evaluation = learner.validate(10)
+        result = {"algo": algo, "ranks": world, "seed": seed, "env_steps": env_steps, "rounds_per_rank": learner.batch,
+                  "seconds": seconds, "cpu_seconds_rank0": cpu_seconds, "env_steps_per_s": env_steps / seconds,
+                  "rounds_per_s": learner.batch / seconds, "greedy_return": evaluation["mean"],
+                  "gradient_floats": sum(p.numel() for p in params), "allreduce_us": reduce_us,
+                  "allreduce_share": None if reduce_us is None else learner.batch * reduce_us * 1e-6 / seconds}
+    distributed.shutdown()
+    return result
 
 
-def update_run(bs: int, width: int, rounds: int, seed: int) -> dict:
-    import statistics
-    from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner
-    from fastrl_lite.core import set_seed
-    from fastrl_lite.envs import GymDataPipe
-    set_seed(seed)
-    model = DQN(4, 2, hidden=(width, width))
-    dl = GymDataPipe([ENV_ID], agent=DQNAgent(model), seed=seed)
-    warmup = max(2000, bs)
-    learner = DQNLearner(model, [dl], bs=bs, max_sz=10_000, warmup=warmup, train_every=1, updates=10 ** 9,
-                         target_sync=128)
-    pipe = learner.pipe
-    for _ in range(20):  # the first call collects the warmup transitions
-        next(pipe)
-    times = []
-    cpu = time.process_time()
-    for _ in range(rounds):
-        start = time.perf_counter()
-        next(pipe)
-        times.append(time.perf_counter() - start)
-    cpu_seconds = time.process_time() - cpu
-    return {"bs": bs, "width": width, "rounds": rounds, "median_us": statistics.median(times) * 1e6,
-            "cpu_us": cpu_seconds / rounds * 1e6}
-
-
-def spawn(args: list) -> dict:
-    return run_worker(__file__, args)
+def launch(algo: str, nproc: int, steps: int, seed: int, reduce_reps: int) -> dict:
+    "One run in fresh processes: plain Python for one rank, torchrun for more."
+    args = [os.path.abspath(__file__), "--worker", algo, "--steps", str(steps), "--seeds", str(seed),
+            "--reduce-reps", str(reduce_reps)]
+    if nproc == 1:
+        cmd = [sys.executable, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(PREFIX)]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise RuntimeError(f"{algo} at {nproc} rank(s) failed with exit code {proc.returncode}")
+    return json.loads(lines[-1][len(PREFIX):])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["envs", "updates", "both"], default="both")
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
-    parser.add_argument("--steps", type=int, default=10_000, help="env steps per env-scaling run (default 10000)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
-    parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
-    parser.add_argument("--rounds", type=int, default=300, help="gradient rounds timed per update config")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--algos", nargs="+", default=["dqn", "ppo"], choices=["dqn", "ppo"])
+    parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="numbers of ranks to compare")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="total env steps per run (default: rl-zoo's n_timesteps for CartPole-v1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--reduce-reps", type=int, default=200, help="all-reduce calls timed per run")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--value", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        import torch
-        torch.set_num_threads(args.threads)
-        if args.worker in ("collect", "dqn"):
-            result = env_run(args.value[0], args.steps, args.seed, args.worker == "collect")
-        else:
-            result = update_run(args.value[0], args.value[1], args.rounds, args.seed)
-        emit(result)
+        from fastrl_lite.presets import resolve
+        steps = args.steps or resolve(args.worker, ENV_ID)[0]["n_timesteps"]
+        result = worker(args.worker, steps, args.seeds[0], args.reduce_reps)
+        if result is not None:
+            emit(result)
         return
-    common = ["--steps", str(args.steps), "--rounds", str(args.rounds), "--seed", str(args.seed),
-              "--threads", str(args.threads)]
-    print(f"torch.set_num_threads({args.threads}); load average {os.getloadavg()[0]:.2f}", flush=True)
-    out = {}
-    if args.part in ("envs", "both"):
-        rows = []
-        for k in args.num_envs:
-            collect = spawn(["--worker", "collect", "--value", str(k), *common])
-            dqn = spawn(["--worker", "dqn", "--value", str(k), *common])
-            rows.append((k, collect, dqn))
-            print(f"{k:3d} envs: collection {collect['steps_per_s']:8.0f} env steps/s ({collect['steps_per_cpu_s']:.0f} "
-                  f"per CPU s), DQN {dqn['steps_per_s']:6.0f} env steps/s ({dqn['steps_per_cpu_s']:.0f} per CPU s, "
-                  f"{dqn['rounds']} rounds); load {os.getloadavg()[0]:.2f}", flush=True)
-        base_c, base_d = rows[0][1]["steps_per_cpu_s"], rows[0][2]["steps_per_cpu_s"]
-        head = (f"\n{'num_envs':>8s} {'collect steps/s':>16s} {'per CPU s':>10s} {'x':>6s} {'DQN steps/s':>12s} "
-                f"{'per CPU s':>10s} {'x':>6s}")
-        print(head + "\n" + "-" * (len(head) - 1))
-        for k, c, d in rows:
-            print(f"{k:>8d} {c['steps_per_s']:>16.0f} {c['steps_per_cpu_s']:>10.0f} {c['steps_per_cpu_s'] / base_c:>6.1f} "
-                  f"{d['steps_per_s']:>12.0f} {d['steps_per_cpu_s']:>10.0f} {d['steps_per_cpu_s'] / base_d:>6.2f}")
-        out["envs"] = [{"num_envs": k, "collect": c, "dqn": d} for k, c, d in rows]
-    if args.part in ("updates", "both"):
-        configs = [(bs, 256) for bs in args.batch_sizes] + [(64, w) for w in args.widths if w != 256 or 64 not in
-                                                            args.batch_sizes]
-        results = []
-        for bs, width in configs:
-            r = spawn(["--worker", "update", "--value", str(bs), str(width), *common])
-            results.append(r)
-            print(f"batch {bs:5d}, width {width:5d}: {r['median_us']:8.1f} µs per round (median), "
-                  f"{r['cpu_us']:8.1f} µs CPU; load {os.getloadavg()[0]:.2f}", flush=True)
-        print(f"\n{'batch':>6s} {'width':>6s} {'µs/round':>9s} {'CPU µs':>8s} {'rounds/s':>9s}")
-        for r in results:
-            print(f"{r['bs']:>6d} {r['width']:>6d} {r['median_us']:>9.1f} {r['cpu_us']:>8.1f} {1e6 / r['median_us']:>9.0f}")
-        out["updates"] = results
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
+    results = []
+    for algo in args.algos:
+        for seed in args.seeds:
+            for nproc in args.nproc:  # interleaved: every rank count sees the same load drift
+                r = launch(algo, nproc, args.steps or 0, seed, args.reduce_reps)
+                results.append(r)
+                reduce = "" if r["allreduce_us"] is None else \
+                    f", all-reduce {r['allreduce_us']:.0f} us/round ({100 * r['allreduce_share']:.1f}% of the time)"
+                print(f"{algo} seed {seed}, {nproc} rank(s): {r['env_steps']} env steps in {r['seconds']:.1f} s = "
+                      f"{r['env_steps_per_s']:.0f} env steps/s, {r['rounds_per_s']:.0f} rounds/s per rank, greedy "
+                      f"{r['greedy_return']:.1f}{reduce}; load {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"\n{'algo':>5s} {'ranks':>5s} {'env steps/s':>12s} {'x':>6s} {'rounds/s':>9s} {'greedy':>8s} "
+          f"{'all-reduce us':>14s} {'floats':>8s}")
+    for algo in args.algos:
+        for nproc in args.nproc:
+            runs = [r for r in results if r["algo"] == algo and r["ranks"] == nproc]
+            base = [r for r in results if r["algo"] == algo and r["ranks"] == args.nproc[0]]
+            speed = statistics.mean(r["env_steps_per_s"] for r in runs)
+            ratio = speed / statistics.mean(r["env_steps_per_s"] for r in base)
+            reduce = [r["allreduce_us"] for r in runs if r["allreduce_us"] is not None]
+            print(f"{algo:>5s} {nproc:>5d} {speed:>12.0f} {ratio:>6.2f} "
+                  f"{statistics.mean(r['rounds_per_s'] for r in runs):>9.0f} "
+                  f"{statistics.mean(r['greedy_return'] for r in runs):>8.1f} "
+                  f"{(statistics.median(reduce) if reduce else float('nan')):>14.0f} {runs[0]['gradient_floats']:>8d}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":
