@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["init", "shutdown", "is_distributed", "rank", "world_size", "is_main", "rank_seed", "GradientAllReduce",
-           "RankFailedError", "DEFAULT_TIMEOUT"]
+           "mean_across_ranks", "on_main", "RankFailedError", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 300.0
 _ERROR_KEY = "fastrl_lite/error"
@@ -227,6 +227,34 @@ def reduce_row(row: Dict[str, float]) -> Tuple[Dict[str, float], bool]:
             finite = [v for v in values if v == v]
             out[key] = float(np.mean(finite)) if finite else value
     return out, stop
+
+
+def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of `value` over the ranks (`value` itself with one rank): for a decision every rank
+    must take alike, such as an early stop on PPO's approximate KL."""
+    if not is_distributed():
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / world_size()
+
+
+def on_main(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` computed on rank 0 and handed to every rank, or its exception raised on
+    every rank: for a decision that reads the run folder, which only rank 0 may see."""
+    if not is_distributed():
+        return fn(*args, **kwargs)
+    box = [None]
+    if is_main():
+        try:
+            box = [(True, fn(*args, **kwargs))]
+        except Exception as error:
+            box = [(False, error)]
+    dist.broadcast_object_list(box, src=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 def gather_to_main(obj) -> Optional[list]:

@@ -53,7 +53,8 @@ class Learner:
     In a data-parallel run (`fastrl_lite.distributed`) every rank builds the same learner and calls
     `fit`, `save` and `load`: `fit` checks that the ranks start from the same weights, reseeds the
     RNGs of ranks other than 0 from the run seed and their rank before their first round, reduces
-    each epoch's figures across the ranks and runs only rank 0's loggers; a Ctrl-C on any rank stops
+    each epoch's figures across the ranks and runs only rank 0's loggers (and, on every rank, those
+    marked `every_rank`, which shape the loop rather than report it); a Ctrl-C on any rank stops
     every rank after the same round, and a rank that raises ends every rank's `fit` with its error.
     `save` has rank 0 write every rank's state (one file per rank, the shared models and optimizers
     once), and `load` gives each rank its own back, refusing a checkpoint of another number of ranks.
@@ -127,7 +128,8 @@ class Learner:
         ranks = distributed.is_distributed()
         if ranks:
             self._start_ranks()
-        loggers = self.loggers if not ranks or distributed.is_main() else []
+        loggers = self.loggers if not ranks or distributed.is_main() else \
+            [logger for logger in self.loggers if getattr(logger, "every_rank", False)]
         for logger in loggers:
             logger.before_fit(self, epochs)
         rows = []

@@ -12,7 +12,10 @@ __all__ = ["LoggerBase", "ProgressBarLogger", "CSVLogger"]
 
 
 class LoggerBase:
-    "Hooks a `Learner` calls; each does nothing unless a logger overrides it."
+    """Hooks a `Learner` calls; each does nothing unless a logger overrides it. In a data-parallel run
+    only rank 0 calls them, except on a logger with `every_rank = True` (one that shapes the loop,
+    e.g. sets each epoch's rounds, which every rank must do alike)."""
+    every_rank = False
 
     def before_fit(self, learner, epochs: int): pass
 
