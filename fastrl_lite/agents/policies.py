@@ -117,14 +117,16 @@ class ActorCriticPolicy(nn.Module):
         out = self.action_head(self.actor_body(state.reshape(state.shape[0], -1)))
         return out if self.continuous else out.argmax(-1)
 
-    def log_prob_entropy(self, out: Tensor, action: Tensor) -> Tuple[Tensor, Tensor]:
-        "log π(action|s) and the entropy of π(·|s), both [B], from the action head's output `out`."
+    def log_prob_entropy(self, out: Tensor, action: Tensor, entropy: bool = True
+                         ) -> Tuple[Tensor, Optional[Tensor]]:
+        """log π(action|s) and (unless `entropy=False`) the entropy of π(·|s), both [B], from the
+        action head's output `out`."""
         if self.continuous:
             log_std = self.log_std.expand_as(out)
-            return gaussian_log_prob(action, out, log_std), gaussian_entropy(log_std)
+            return gaussian_log_prob(action, out, log_std), gaussian_entropy(log_std) if entropy else None
         log_p = out.log_softmax(-1)
-        entropy = -(log_p.exp() * log_p).sum(-1)
-        return log_p.gather(-1, action.long().unsqueeze(-1)).squeeze(-1), entropy
+        log_prob = log_p.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        return log_prob, -(log_p.exp() * log_p).sum(-1) if entropy else None
 
     def evaluate(self, state: Tensor, action: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         "(log π(a|s), entropy of π(·|s), V(s)), each [B]: what the PPO loss differentiates."
@@ -139,7 +141,7 @@ class ActorCriticPolicy(nn.Module):
             action = out if deterministic else out + torch.randn_like(out) * self.log_std.exp()
         else:
             action = out.argmax(-1) if deterministic else torch.multinomial(out.softmax(-1), 1).squeeze(-1)
-        log_prob, _ = self.log_prob_entropy(out, action)
+        log_prob, _ = self.log_prob_entropy(out, action, entropy=False)
         return {"action": action, "log_prob": log_prob, "value": value}
 
 

@@ -103,6 +103,8 @@ class PPOLoss(Pipe):
     next rollout's first minibatch instead (reading the KL costs a host sync per round; without
     `target_kl` there is none)."""
     fills = "ppo"
+    reads = ("state", "action", "log_prob", "value", "advantages", "returns")  # the rollout fields it uses
+    state_attrs = ("kl_stops",)
 
     def __init__(self, source, policy: ActorCriticPolicy, clip_range: Schedule = 0.2,
                  clip_range_vf: Optional[Schedule] = None, ent_coef: float = 0.0, vf_coef: float = 0.5,
@@ -126,8 +128,6 @@ class PPOLoss(Pipe):
         self.target_kl, self.minibatches = target_kl, minibatches
         self.progress = progress if progress is not None else (lambda: 1.0)
         self.kl_stops = 0
-
-    state_attrs = ("kl_stops",)
 
     def compute(self, step: SimpleStep, clip_range: float, clip_range_vf: Optional[float]):
         "(loss, approx KL, clip fraction, policy loss, value loss, entropy loss) for one minibatch."
@@ -267,7 +267,7 @@ def PPOLearner(policy: ActorCriticPolicy, dls: Sequence, logger_bases=None, lear
                                  rounds_per_rollout=rounds_per_rollout, device=device)
     progress = Progress(collector, total_timesteps)
     pipe = GAE(collector, policy.value, gamma=gamma, gae_lambda=gae_lambda)
-    pipe = minibatches = Minibatches(pipe, n_epochs=n_epochs, batch_size=batch_size)
+    pipe = minibatches = Minibatches(pipe, n_epochs=n_epochs, batch_size=batch_size, fields=PPOLoss.reads)
     pipe = PPOLoss(pipe, policy, clip_range=clip_range, clip_range_vf=clip_range_vf, ent_coef=ent_coef,
                    vf_coef=vf_coef, normalize_advantage=normalize_advantage, target_kl=target_kl,
                    minibatches=minibatches, progress=progress)

@@ -7,7 +7,7 @@ returns, and epochs of shuffled minibatches over it.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -147,17 +147,19 @@ class MonteCarloReturns(GAE):
 class Minibatches(Pipe):
     """`n_epochs` passes over each rollout in shuffled minibatches of `batch_size` transitions drawn
     without replacement (a `MinibatchSampler`), one `TrainBatch` per gradient round; then the next
-    rollout. `stop()` ends the passes over the current rollout (an early stop on the KL divergence):
+    rollout. `fields` names the rollout fields the minibatches carry (None: all of them); each costs
+    a gather per round. `stop()` ends the passes over the current rollout (an early stop on the KL divergence):
     the next round starts a new rollout. The rollout being worked through is part of the stage's
     state, so a learner saved between two rounds resumes in the middle of its passes."""
     state_attrs = ("rounds", "epochs_done", "stopped")
 
-    def __init__(self, source, n_epochs: int = 10, batch_size: int = 64):
+    def __init__(self, source, n_epochs: int = 10, batch_size: int = 64, fields: Optional[Sequence[str]] = None):
         super().__init__(source)
         for name, value in (("n_epochs", n_epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
         self.n_epochs, self.batch_size = n_epochs, batch_size
+        self.fields = tuple(fields) if fields is not None else None
         self.sampler = MinibatchSampler()
         self.rollout: Optional[Dict[str, Tensor]] = None
         self.size = 0
@@ -177,7 +179,14 @@ class Minibatches(Pipe):
             raise ValueError(f"batch_size={self.batch_size} is larger than a rollout of {self.size} transitions "
                              f"(n_steps={T} x n_envs={N}); lower batch_size or raise n_steps.")
         # one flat [T*N, ...] copy: the collector's storage is overwritten by the next rollout
-        self.rollout = {k: v.reshape(self.size, *v.shape[2:]).clone() for k, v in rollout.fields().items()}
+        fields = rollout.fields()
+        if self.fields is not None:
+            missing = [k for k in self.fields if k not in fields]
+            if missing:
+                raise ValueError(f"Minibatches keeps fields {list(self.fields)}, the rollout has no {missing}; put "
+                                 "the stage that adds them (GAE) upstream.")
+            fields = {k: fields[k] for k in self.fields}
+        self.rollout = {k: v.reshape(self.size, *v.shape[2:]).clone() for k, v in fields.items()}
         self.sampler.new_epoch()
         self.epochs_done, self.stopped = 0, False
         self._epoch_at_start = self.sampler.epoch
@@ -185,7 +194,7 @@ class Minibatches(Pipe):
     def next(self) -> TrainBatch:
         if self.rollout is None or self.stopped or self.epochs_done >= self.n_epochs:
             self._next_rollout()
-        indices = self.sampler.sample(self.size, self.batch_size, self.rollout["reward"].device)
+        indices = self.sampler.sample(self.size, self.batch_size, next(iter(self.rollout.values())).device)
         self.epochs_done = self.sampler.epoch - self._epoch_at_start
         self.rounds += 1
         return TrainBatch(SimpleStep(**{k: v.index_select(0, indices) for k, v in self.rollout.items()}),
