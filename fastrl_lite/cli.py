@@ -156,6 +156,26 @@ def build_td3(env_id: str, hp: Dict, steps: int, seed: int, loggers):
                       batches=1000)
 
 
+def build_sac(env_id: str, hp: Dict, steps: int, seed: int, loggers):
+    """SAC with SB3's names: `ent_coef` ('auto', 'auto_<start>' or a number), `target_entropy` ('auto'
+    is -|A|) and `target_update_interval` in gradient rounds (SB3's unit for SAC)."""
+    from .algos.sac import SACAgent, SACLearner, SquashedGaussianActor, TwinCritic
+    state_sz, action_sz = _continuous_sizes(env_id, "SAC")
+    hidden = _net_arch(hp)
+    if len(hidden) != 2:
+        raise ValueError(f"SAC's critics have two hidden layers; net_arch must have two sizes, got {hidden}.")
+    actor, critics = SquashedGaussianActor(state_sz, action_sz, hidden), TwinCritic.of(state_sz, action_sz, *hidden)
+    warmup = _learning_starts(hp)
+    train_every, updates = collection(hp)
+    dl = GymDataPipe([env_id], agent=SACAgent(actor, random_steps=warmup), seed=seed, n=steps, num_envs=hp["n_envs"])
+    return SACLearner(actor, critics, [dl], logger_bases=loggers, learning_rate=_positive(hp, "learning_rate"),
+                      buffer_size=_whole(hp, "buffer_size", 1), learning_starts=warmup,
+                      batch_size=_whole(hp, "batch_size", 1), tau=hp["tau"], gamma=hp["gamma"],
+                      train_freq=train_every, gradient_steps=updates, ent_coef=hp["ent_coef"],
+                      target_entropy=hp["target_entropy"],
+                      target_update_interval=_whole(hp, "target_update_interval", 1), batches=1000)
+
+
 def _schedule(hp: Dict, key: str):
     "A number, or rl-zoo's \"lin_<value>\": a linear schedule from value to 0 over the run."
     from .algos.ppo import linear_schedule
@@ -190,11 +210,13 @@ def build_ppo(env_id: str, hp: Dict, steps: int, seed: int, loggers):
                       total_timesteps=steps)
 
 
-BUILDERS: Dict[str, Callable] = {"dqn": build_dqn, "ddpg": build_ddpg, "td3": build_td3, "ppo": build_ppo}
-DEFAULT_ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1", "td3": "Pendulum-v1", "ppo": "CartPole-v1"}
+BUILDERS: Dict[str, Callable] = {"dqn": build_dqn, "ddpg": build_ddpg, "td3": build_td3, "ppo": build_ppo,
+                                 "sac": build_sac}
+DEFAULT_ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1", "td3": "Pendulum-v1", "ppo": "CartPole-v1",
+                "sac": "Pendulum-v1"}
 # torch threads per algorithm, measured on 2 cores: DQN's small MLP updates run fastest on one thread,
-# DDPG's and TD3's 400x300 networks with batch 256 gain from two.
-DEFAULT_THREADS = {"dqn": 1, "ddpg": 2, "td3": 2, "ppo": 1}
+# DDPG's and TD3's 400x300 networks with batch 256 gain from two; SAC's 256x256 ones take TD3's setting.
+DEFAULT_THREADS = {"dqn": 1, "ddpg": 2, "td3": 2, "ppo": 1, "sac": 2}
 
 
 # ---------------------------------------------------------------- epochs

@@ -41,6 +41,12 @@ DEFAULTS: Dict[str, Dict] = {
             "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,
             "noise_std": 0.1, "policy_delay": 2, "target_policy_noise": 0.2, "target_noise_clip": 0.5,
             "net_arch": [400, 300], "n_envs": 1},
+    # SB3's SAC defaults (lr 3e-4, 1M buffer, 100 learning starts, batch 256, τ 0.005, γ 0.99, α tuned to the
+    # target entropy -|A|); as in SB3, SAC's `target_update_interval` counts gradient rounds, not env steps
+    "sac": {"n_timesteps": 20_000, "learning_rate": 3e-4, "batch_size": 256, "buffer_size": 1_000_000,
+            "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,
+            "ent_coef": "auto", "target_entropy": "auto", "target_update_interval": 1, "net_arch": [256, 256],
+            "n_envs": 1},
     # SB3's PPO defaults; `normalize` is rl-zoo's (running mean/std of observations and rewards), a
     # learning rate or clip range may be rl-zoo's "lin_<value>" (falling linearly to 0 over the run)
     "ppo": {"n_timesteps": 100_000, "learning_rate": 3e-4, "n_steps": 2048, "batch_size": 64, "n_epochs": 10,
@@ -80,6 +86,8 @@ PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
     },
     "ddpg": {"Pendulum-v1": {"default": {"source": ZOO.format("ddpg", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
     "td3": {"Pendulum-v1": {"default": {"source": ZOO.format("td3", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
+    "sac": {"Pendulum-v1": {"default": {"source": ZOO.format("sac", "Pendulum-v1"),
+                                        "hp": {"n_timesteps": 20_000, "learning_rate": 1e-3}}}},
     "ppo": {
         "CartPole-v1": {"default": {"source": ZOO.format("ppo", "CartPole-v1"),
                                     "hp": {"n_envs": 8, "n_timesteps": 100_000, "n_steps": 32, "batch_size": 256,

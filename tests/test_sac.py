@@ -1,6 +1,7 @@
 """SAC: the squashed-Gaussian log-prob, the soft target, the temperature's loss, the agent and its
 log-prob extras, actions in the env's units, bad input, exact resume, n-step from several envs, the
 CLI and learning Pendulum."""
+import json
 import math
 
 import gymnasium as gym
@@ -15,6 +16,7 @@ from fastrl_lite import (GymDataPipe, GymStepper, SimpleStep, TrainBatch, Update
                          set_seed)
 from fastrl_lite.algos.sac import (EntropyCoefficient, EntropyCoefficientLoss, SACActorLoss, SACAgent, SACLearner,
                                    SoftTwinCriticLoss, SquashedGaussianActor, TwinCritic)
+from fastrl_lite.cli import main as cli_main
 from fastrl_lite.nets import Actor, squashed_gaussian_log_prob
 
 
@@ -135,7 +137,7 @@ def test_temperature_falls_when_the_entropy_exceeds_its_target_and_rises_below(l
     assert float(ent_coef.log_alpha.grad) == pytest.approx(grad)
     assert float(ent_coef.log_alpha.detach()) == pytest.approx(-0.1 * grad)
     assert (float(ent_coef()) < 1.0) == (moves == "down") and float(ent_coef()) != 1.0
-    assert float(batch.losses["ent_coef"]) == pytest.approx(0.0)  # log α was 0 when the loss was taken
+    assert float(batch.losses["ent_coef"].detach()) == pytest.approx(0.0)  # log α was 0 when the loss was taken
 
 
 def test_entropy_coefficient_settings():
@@ -324,6 +326,32 @@ def test_nstep_returns_and_several_envs():
         assert np.isfinite(learner.history[-1][key]), key
     with pytest.raises(ValueError, match="gamma=0.98"):
         SACLearner(actor, critics, [dl], nsteps=3, gamma=0.9)
+
+
+# the CLI ---------------------------------------------------------------------------------------------------------
+
+def test_cli_trains_sac_and_writes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    cli_main(["train", "sac", "--steps", "600", "--seed", "1", "--out", str(out), "--eval-episodes", "1",
+              "--threads", "1"])
+    for name in ("config.json", "metrics.csv", "returns.png", "model.pt", "eval.json", "checkpoint.pt"):
+        assert (out / name).exists(), name
+    result = json.loads((out / "eval.json").read_text())
+    assert result["algo"] == "sac" and result["env_steps"] == 600 and len(result["eval_returns"]) == 1
+    hp = json.loads((out / "config.json").read_text())["hp"]
+    assert hp["learning_rate"] == 1e-3 and hp["ent_coef"] == "auto" and hp["net_arch"] == [256, 256]  # rl-zoo's
+    assert set(torch.load(out / "model.pt")) == {"actor", "critics", "ent_coef"}
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert all(key in header for key in ("critic_loss", "actor_loss", "ent_coef_loss"))
+    # any Box env: MountainCarContinuous's bounds and observation size come from the env
+    other = tmp_path / "car"
+    cli_main(["train", "sac", "--env", "MountainCarContinuous-v0", "--steps", "300", "--out", str(other),
+              "--eval-episodes", "1", "--hp", "net_arch=[32,32]", "--threads", "1"])
+    assert json.loads((other / "eval.json").read_text())["env_steps"] == 300
+    bad = tmp_path / "bad"
+    with pytest.raises(SystemExit):
+        cli_main(["train", "sac", "--steps", "600", "--out", str(bad), "--hp", "ent_coef=-1"])
+    assert "ent_coef" in capsys.readouterr().err and not bad.exists()  # refused before the run folder is made
 
 
 # learning Pendulum -------------------------------------------------------------------------------------------
