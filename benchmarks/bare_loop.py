@@ -22,6 +22,18 @@ and optimizers, and the same schedule of env steps and gradient rounds as `fastr
   y = r + 0.98 (1 - terminated) Q'(s', μ'(s')), actor step on -Q(s, μ(s)) with the critic's
   weights frozen, then a Polyak update of both targets (τ 0.005, `torch._foreach_lerp_`); both
   optimizers Adam(lr 1e-3, fused).
+- TD3, Pendulum-v1: as DDPG, with two critics (the target takes the minimum of the two target
+  critics, the target action smoothed by N(0, 0.2) noise clipped at 0.5), the critics' loss the sum
+  of their mean squared errors; every 2nd round the actor step on -Q1(s, μ(s)) and the Polyak
+  update of the critics' and the actor's targets.
+- SAC, Pendulum-v1: a squashed-Gaussian actor [256, 256] (mean and log σ heads, log σ clamped to
+  [-20, 2], PyTorch's default init) and two [256, 256] critics initialised as DDPG's; uniform random
+  actions for the first 100 env steps, then a ~ π(·|s); batch 256 from a 1M buffer, from 256 stored
+  transitions on one round per env step: critic step on ½ Σ_i MSE to the soft target
+  y = r + 0.99 (1 - terminated) (min_i Q̄_i(s', ã') - α log π(ã'|s')), actor step on
+  mean(α log π(ã|s) - min_i Q_i(s, ã)) with the critics' weights frozen, temperature step on
+  -log α (log π(ã|s) - 1) with a fresh ã drawn without gradients, Polyak update of the critics'
+  targets (τ 0.005); the three optimizers Adam(lr 1e-3, fused).
 
 Each run is a fresh subprocess (this script re-invoked with --worker) calling
 `torch.set_num_threads(--threads)`; runs alternate fastrl_lite, bare, fastrl_lite, bare, ...
@@ -38,7 +50,7 @@ import time
 from harness import cpu_model, emit_run, fastrl_lite_run, run_worker
 
 TARGET_RATIO = 0.95
-ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1"}
+ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1", "td3": "Pendulum-v1", "sac": "Pendulum-v1"}
 LIBS = ("fastrl_lite", "bare")
 
 
@@ -247,6 +259,235 @@ def bare_ddpg(steps: int, seed: int) -> dict:
             "last_returns": float(np.mean(returns[-10:])) if returns else float("nan")}
 
 
+def _fastrl_init(module):
+    "Kaiming-normal layers with bias 0.01, then the head's weights U(-1e-4, 1e-4): fastrl_lite's Actor/Critic defaults."
+    from torch import nn
+    for layer in module:
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight)
+            nn.init.constant_(layer.bias, 0.01)
+    nn.init.uniform_(module[-1].weight, -1e-4, 1e-4)  # the head's bias keeps its 0.01, as in fastrl
+    return module
+
+
+def _mlp(sizes):
+    from torch import nn
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    return nn.Sequential(*layers)
+
+
+class _Replay:
+    "Preallocated tensors written in place and sampled with `index_select`."
+
+    def __init__(self, capacity: int, state_sz: int, action_sz: int):
+        import torch
+        self.states = torch.empty(capacity, state_sz)
+        self.next_states = torch.empty(capacity, state_sz)
+        self.actions = torch.empty(capacity, action_sz)
+        self.rewards = torch.empty(capacity)
+        self.terminals = torch.empty(capacity, dtype=torch.bool)
+        self.capacity, self.size, self.pointer = capacity, 0, 0
+
+    def add(self, state, action, reward, next_state, terminated):
+        n = len(state)  # n_envs == 1 here, so no wrap-around split is needed
+        at = slice(self.pointer, self.pointer + n)
+        self.states[at], self.actions[at], self.rewards[at] = state, action, reward
+        self.next_states[at], self.terminals[at] = next_state, terminated
+        self.pointer = (self.pointer + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, bs: int):
+        import torch
+        idx = torch.randint(self.size, (bs,))
+        return (self.states.index_select(0, idx), self.actions.index_select(0, idx),
+                self.rewards.index_select(0, idx), self.next_states.index_select(0, idx),
+                self.terminals.index_select(0, idx))
+
+
+def _pendulum_loop(steps: int, seed: int, act, train, start: int):
+    """Step Pendulum-v1 with `act(obs_t, env_steps)` (actions in [-1, 1], scaled onto the bounds for
+    the env), store the transitions, and call `train(replay)` once per env step once `start`
+    transitions are stored; returns the timing figures."""
+    import numpy as np
+    import torch
+    env = _vec_env("Pendulum-v1")
+    n_envs, state_sz = env.num_envs, env.single_observation_space.shape[0]
+    action_sz = env.single_action_space.shape[0]
+    low = torch.as_tensor(env.single_action_space.low)
+    half = (torch.as_tensor(env.single_action_space.high) - low) * 0.5
+    replay = _Replay(train.capacity, state_sz, action_sz)
+    rounds = env_steps = 0
+    returns, episode_return = [], np.zeros(n_envs)
+    start_time, cpu_start = time.perf_counter(), time.process_time()
+    obs, _ = env.reset(seed=seed)
+    obs_t = torch.from_numpy(obs.astype(np.float32))
+    while env_steps < steps:
+        unit_action = act(obs_t, env_steps)
+        obs, reward, terminated, truncated, info = env.step((low + (unit_action + 1) * half).numpy())
+        final, done = _final_next_obs(obs, terminated, truncated, info)
+        replay.add(obs_t, unit_action, torch.from_numpy(reward.astype(np.float32)),
+                   torch.from_numpy(final.astype(np.float32)), torch.from_numpy(terminated))
+        env_steps += n_envs
+        episode_return += reward
+        if done.any():
+            returns += episode_return[done].tolist()
+            episode_return[done] = 0
+        obs_t = torch.from_numpy(obs.astype(np.float32))
+        if replay.size < start:
+            continue
+        train(replay)
+        rounds += 1
+    seconds, cpu_seconds = time.perf_counter() - start_time, time.process_time() - cpu_start
+    env.close()
+    return {"env_steps": env_steps, "gradient_rounds": rounds, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "last_returns": float(np.mean(returns[-10:])) if returns else float("nan")}
+
+
+def bare_td3(steps: int, seed: int) -> dict:
+    import copy
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    gamma, tau, bs, capacity, lr, sigma = 0.98, 0.005, 256, 200_000, 1e-3, 0.1
+    policy_delay, target_noise, noise_clip = 2, 0.2, 0.5
+    warmup = min(10_000, max(256, steps // 2))
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    state_sz, action_sz = 3, 1
+    actor = _fastrl_init(_mlp([state_sz, 400, 300, action_sz]))
+    q1 = _fastrl_init(_mlp([state_sz + action_sz, 400, 300, 1]))
+    q2 = _fastrl_init(_mlp([state_sz + action_sz, 400, 300, 1]))
+    actor_target, q1_target, q2_target = (copy.deepcopy(m).requires_grad_(False) for m in (actor, q1, q2))
+    critic_params = list(q1.parameters()) + list(q2.parameters())
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
+    critic_opt = torch.optim.Adam(critic_params, lr=lr, fused=True)
+    online = critic_params + list(actor.parameters())
+    targets = list(q1_target.parameters()) + list(q2_target.parameters()) + list(actor_target.parameters())
+    rounds = [0]
+
+    def act(obs_t, env_steps):
+        if env_steps < warmup:
+            mu = torch.rand(len(obs_t), action_sz) * 2 - 1
+        else:
+            with torch.no_grad():
+                mu = torch.tanh(actor(obs_t))
+        return (mu + sigma * torch.randn_like(mu)).clamp(-1, 1)
+
+    def train(replay):
+        s, a, r, s2, term = replay.sample(bs)
+        with torch.no_grad():
+            a2 = torch.tanh(actor_target(s2))
+            a2 = (a2 + (torch.randn_like(a2) * target_noise).clamp(-noise_clip, noise_clip)).clamp(-1, 1)
+            sa2 = torch.cat((s2, a2), -1)
+            y = r + gamma * (~term).float() * torch.min(q1_target(sa2), q2_target(sa2)).squeeze(-1)
+        sa = torch.cat((s, a), -1)
+        critic_loss = F.mse_loss(q1(sa).squeeze(-1), y) + F.mse_loss(q2(sa).squeeze(-1), y)
+        critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_opt.step()
+        rounds[0] += 1
+        if rounds[0] % policy_delay:
+            return
+        for p in critic_params:
+            p.requires_grad_(False)
+        actor_loss = -q1(torch.cat((s, torch.tanh(actor(s))), -1)).mean()
+        for p in critic_params:
+            p.requires_grad_(True)
+        actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(targets, online, tau)
+
+    train.capacity = capacity
+    return _pendulum_loop(steps, seed, act, train, start=warmup)
+
+
+def bare_sac(steps: int, seed: int) -> dict:
+    import copy
+    import math
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    gamma, tau, bs, capacity, lr, learning_starts = 0.99, 0.005, 256, 1_000_000, 1e-3, 100
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    state_sz, action_sz = 3, 1
+    target_entropy = -float(action_sz)
+    body = _mlp([state_sz, 256, 256])
+    body.append(nn.ReLU())
+    mu_head, log_std_head = nn.Linear(256, action_sz), nn.Linear(256, action_sz)
+    q1 = _fastrl_init(_mlp([state_sz + action_sz, 256, 256, 1]))
+    q2 = _fastrl_init(_mlp([state_sz + action_sz, 256, 256, 1]))
+    q1_target, q2_target = (copy.deepcopy(m).requires_grad_(False) for m in (q1, q2))
+    log_alpha = torch.zeros((), requires_grad=True)
+    actor_params = list(body.parameters()) + list(mu_head.parameters()) + list(log_std_head.parameters())
+    critic_params = list(q1.parameters()) + list(q2.parameters())
+    actor_opt = torch.optim.Adam(actor_params, lr=lr, fused=True)
+    critic_opt = torch.optim.Adam(critic_params, lr=lr, fused=True)
+    alpha_opt = torch.optim.Adam([log_alpha], lr=lr, fused=True)
+    online, targets = critic_params, list(q1_target.parameters()) + list(q2_target.parameters())
+    log_2, half_log_2pi = math.log(2.0), 0.5 * math.log(2 * math.pi)
+
+    def sample(s):
+        x = body(s)
+        mean, log_std = mu_head(x), log_std_head(x).clamp(-20.0, 2.0)
+        eps = torch.randn_like(mean)
+        u = mean + log_std.exp() * eps
+        log_prob = (-0.5 * eps.pow(2) - log_std - half_log_2pi - 2 * (log_2 - u - F.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+    def q_min(net1, net2, s, a):
+        sa = torch.cat((s, a), -1)
+        return torch.min(net1(sa), net2(sa)).squeeze(-1)
+
+    def act(obs_t, env_steps):
+        if env_steps < learning_starts:
+            return torch.rand(len(obs_t), action_sz) * 2 - 1
+        with torch.no_grad():
+            return sample(obs_t)[0]
+
+    def train(replay):
+        s, a, r, s2, term = replay.sample(bs)
+        alpha = log_alpha.detach().exp()
+        with torch.no_grad():
+            a2, log_prob2 = sample(s2)
+            y = r + gamma * (~term).float() * (q_min(q1_target, q2_target, s2, a2) - alpha * log_prob2)
+        sa = torch.cat((s, a), -1)
+        critic_loss = 0.5 * (F.mse_loss(q1(sa).squeeze(-1), y) + F.mse_loss(q2(sa).squeeze(-1), y))
+        critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_opt.step()
+        for p in critic_params:
+            p.requires_grad_(False)
+        pi, log_prob = sample(s)
+        actor_loss = (alpha * log_prob - q_min(q1, q2, s, pi)).mean()
+        for p in critic_params:
+            p.requires_grad_(True)
+        actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_opt.step()
+        with torch.no_grad():
+            _, log_prob = sample(s)
+        alpha_loss = -(log_alpha * (log_prob + target_entropy)).mean()
+        alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        alpha_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(targets, online, tau)
+
+    train.capacity = capacity
+    return _pendulum_loop(steps, seed, act, train, start=max(learning_starts, bs))
+
+
+
 # ---------------------------------------------------------------------------------------------- fastrl_lite
 
 
@@ -256,7 +497,7 @@ def worker(lib: str, algo: str, steps: int, seed: int, threads: int):
     if lib == "fastrl_lite":
         result = fastrl_lite_run(algo, ENVS[algo], steps, seed)
     else:
-        result = (bare_dqn if algo == "dqn" else bare_ddpg)(steps, seed)
+        result = {"dqn": bare_dqn, "ddpg": bare_ddpg, "td3": bare_td3, "sac": bare_sac}[algo](steps, seed)
     emit_run(result, lib=lib, algo=algo, seed=seed)
 
 
@@ -270,6 +511,8 @@ def main(argv=None):
     parser.add_argument("--ddpg-steps", type=int, default=10_000,
                         help="DDPG env steps per run (default 10000: warmup min(10k, steps//2) = 5000 random-action "
                              "steps, then 5001 gradient rounds)")
+    parser.add_argument("--td3-steps", type=int, default=10_000, help="TD3 env steps per run (default 10000)")
+    parser.add_argument("--sac-steps", type=int, default=10_000, help="SAC env steps per run (default 10000)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per library and algorithm (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads in every run (default 1)")
@@ -288,7 +531,7 @@ def main(argv=None):
           f"torch.set_num_threads({args.threads}); load average {os.getloadavg()[0]:.2f}", flush=True)
     results, summary = [], {}
     for algo in args.algos:
-        steps = args.dqn_steps if algo == "dqn" else args.ddpg_steps
+        steps = {"dqn": args.dqn_steps, "ddpg": args.ddpg_steps, "td3": args.td3_steps, "sac": args.sac_steps}[algo]
         for repeat in range(args.repeats):
             for lib in LIBS:
                 r = run_worker(__file__, ["--worker", lib, algo, "--steps", str(steps), "--seed",

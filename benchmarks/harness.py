@@ -37,13 +37,24 @@ def emit_run(result: dict, **tags):
     emit(result)
 
 
+def build_learner(algo: str, env_id: str, steps: int, seed: int):
+    """The learner `fastrl-lite train ALGO --env ENV --steps STEPS --seed SEED` trains (the env's
+    default preset), and the epochs that cover its `steps` env steps."""
+    from fastrl_lite.cli import BUILDERS, plan_epochs
+    from fastrl_lite.core import set_seed
+    from fastrl_lite.presets import resolve
+    hp, _ = resolve(algo, env_id)
+    hp["n_timesteps"] = steps
+    set_seed(seed)
+    learner = BUILDERS[algo](env_id, hp, steps, seed, [])
+    epochs, learner.batches, _ = plan_epochs(learner, steps)
+    return learner, epochs
+
+
 def fastrl_lite_run(algo: str, env_id: str, steps: int, seed: int) -> dict:
     "Train with the CLI's tuned builder for `algo`; times cover `fit` only."
     import time
-    from fastrl_lite.cli import BUILDERS
-    from fastrl_lite.core import set_seed
-    set_seed(seed)
-    learner, epochs = BUILDERS[algo](env_id, steps, seed, [])
+    learner, epochs = build_learner(algo, env_id, steps, seed)
     start, cpu_start = time.perf_counter(), time.process_time()
     learner.fit(epochs)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

@@ -1,23 +1,28 @@
 """fastrl_lite against Stable-Baselines3 on Pendulum-v1 with rl-zoo's tuned hyper-parameters, for
-DDPG (`ddpg_pendulum.py`) and TD3 (`td3_pendulum.py`), which run `main` of this module.
+DDPG (`ddpg_pendulum.py`), TD3 (`td3_pendulum.py`) and SAC (`sac_pendulum.py`), which run `main` of
+this module.
 
-Both libraries get the same settings (γ 0.98, 200k buffer, learning starts 10k, Gaussian noise
-σ 0.1 in the [-1, 1] action scale, 1 gradient round per env step, lr 1e-3, [400, 300] networks,
-batch 256, τ 0.005; for TD3 also SB3's policy delay 2 and target noise 0.2 clipped at 0.5), the
-same torch thread count and the same evaluation: 10 greedy episodes on one env seeded 10_000 + i.
+Both libraries get the same settings (DDPG and TD3: γ 0.98, 200k buffer, learning starts 10k,
+Gaussian noise σ 0.1 in the [-1, 1] action scale, 1 gradient round per env step, lr 1e-3,
+[400, 300] networks, batch 256, τ 0.005; for TD3 also SB3's policy delay 2 and target noise 0.2
+clipped at 0.5. SAC: rl-zoo's lr 1e-3 and SB3's defaults, γ 0.99, 1M buffer, learning starts 100,
+batch 256, τ 0.005, 1 gradient round per env step, ent_coef 'auto' with target entropy -|A|,
+[256, 256] networks), the same torch thread count and the same evaluation: 10 greedy episodes on
+one env seeded 10_000 + i.
 Each run is its own process, fastrl_lite and SB3 alternating, so both see the same load. Speed is
 env steps per second of training (evaluation excluded), by wall clock and per second of process
 CPU time (steadier when other jobs share the machine).
 
     python benchmarks/ddpg_pendulum.py [--steps 20000] [--seeds 0 1 2] [--threads 2] [--json out.json]
     python benchmarks/td3_pendulum.py  [--steps 20000] [--seeds 0 1 2] [--threads 2] [--json out.json]
+    python benchmarks/sac_pendulum.py  [--steps 20000] [--seeds 0 1 2] [--threads 2] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from harness import emit, run_worker
+from harness import build_learner, emit, run_worker
 
 ENV_ID = "Pendulum-v1"
 
@@ -41,31 +46,36 @@ def greedy_returns(act, episodes: int):
 
 def run_fastrl_lite(algo: str, steps: int, seed: int, episodes: int):
     import torch
-    from fastrl_lite import evaluating, set_seed
-    from fastrl_lite.cli import BUILDERS
-    set_seed(seed)
-    learner, epochs = BUILDERS[algo](ENV_ID, steps, seed, [])
+    from fastrl_lite import evaluating
+    learner, epochs = build_learner(algo, ENV_ID, steps, seed)
     start, cpu = time.perf_counter(), time.process_time()
     learner.fit(epochs)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     actor, agent, to_env = learner.models["actor"], learner.stepper.agent, learner.stepper.to_env
     from fastrl_lite import SimpleStep
-    with evaluating(actor):  # the agent acts in the actor's [-1, 1]; to_env scales onto Pendulum's bounds
-        returns = greedy_returns(lambda obs: to_env(agent(SimpleStep(state=torch.as_tensor(obs)[None]))).numpy()[0],
-                                 episodes)
+
+    def act(obs):  # the agent acts in the actor's [-1, 1]; to_env scales onto Pendulum's bounds
+        out = agent(SimpleStep(state=torch.as_tensor(obs)[None]))
+        return to_env(out["action"] if isinstance(out, dict) else out).numpy()[0]  # SAC's agent adds its log-prob
+    with evaluating(actor):
+        returns = greedy_returns(act, episodes)
     return learner.env_steps, seconds, cpu_seconds, returns
 
 
 def run_sb3(algo: str, steps: int, seed: int, episodes: int):
     import numpy as np
-    from stable_baselines3 import DDPG, TD3
+    from stable_baselines3 import DDPG, SAC, TD3
     from stable_baselines3.common.noise import NormalActionNoise
     import gymnasium as gym
     env = gym.make(ENV_ID)
-    model = {"ddpg": DDPG, "td3": TD3}[algo]("MlpPolicy", env, gamma=0.98, buffer_size=200_000, learning_starts=10_000,
-                 action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)), train_freq=1, gradient_steps=1,
-                 learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]), batch_size=256, tau=0.005,
-                 seed=seed, device="cpu", verbose=0)
+    if algo == "sac":  # rl-zoo's Pendulum-v1 entry: lr 1e-3, everything else SB3's defaults
+        model = SAC("MlpPolicy", env, learning_rate=1e-3, seed=seed, device="cpu", verbose=0)
+    else:
+        model = {"ddpg": DDPG, "td3": TD3}[algo](
+            "MlpPolicy", env, gamma=0.98, buffer_size=200_000, learning_starts=10_000,
+            action_noise=NormalActionNoise(np.zeros(1), 0.1 * np.ones(1)), train_freq=1, gradient_steps=1,
+            learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]), batch_size=256, tau=0.005,
+            seed=seed, device="cpu", verbose=0)
     start, cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
@@ -84,7 +94,7 @@ def worker(algo: str, lib: str, steps: int, seed: int, threads: int, episodes: i
 
 
 def main(algo: str, script: str):
-    "Run the benchmark for `algo` ('ddpg' or 'td3'); `script` is the entry point that re-invokes itself."
+    "Run the benchmark for `algo` ('ddpg', 'td3' or 'sac'); `script` is the entry point that re-invokes itself."
     parser = argparse.ArgumentParser(description=f"{algo.upper()}: " + __doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20_000)
