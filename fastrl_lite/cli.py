@@ -7,9 +7,11 @@ registered in `BUILDERS`; its hyper-parameters (rl-zoo's names and units) come f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -17,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from gymnasium.error import DependencyNotInstalled
 
+from . import distributed
 from .core import set_seed
 from .envs import GymDataPipe, check_env_id, make_vec_env
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
@@ -241,6 +244,8 @@ class EpochPlan(LoggerBase):
     resumed run stopped in, and `last` in the final one, plus one more pull that runs the budget's
     remaining env steps (fewer than a training burst) and ends the data."""
 
+    every_rank = True  # every rank of a data-parallel run must take the same rounds
+
     def __init__(self, epochs: int, batches: int, last: int):
         self.epochs, self.batches, self.last = epochs, batches, last
 
@@ -280,7 +285,11 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     config.json records the values used. A checkpoint is written after every epoch;
     `resume=RUN_DIR` continues that run where it stopped, and a larger `steps` extends it.
     `eval_every` env steps, the greedy policy is evaluated on a separate env and the best weights
-    kept in best_model.pt. Everything is checked before the run folder is made."""
+    kept in best_model.pt. Everything is checked before the run folder is made.
+
+    Under torchrun (see `fastrl_lite.distributed`) every rank calls `train`: `steps` counts the env
+    steps of all ranks together, each rank runs its share with the preset's per-env settings, and
+    rank 0 alone decides the run folder, writes it and evaluates; the other ranks return None."""
     if algo not in BUILDERS:
         raise ValueError(f"Unknown algorithm {algo!r}; choose one of {sorted(BUILDERS)}.")
     for name, value in (("steps", steps), ("threads", threads), ("eval_every", eval_every)):
@@ -288,9 +297,11 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
             raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
     if isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int) or eval_episodes < 1:
         raise ValueError(f"--eval-episodes must be a whole number >= 1, got {eval_episodes!r}.")
+    distributed.init()
+    world, main_rank = distributed.world_size(), distributed.is_main()
     config = None
     if resume is not None:
-        config = _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every)
+        config = distributed.on_main(_resume_config, algo, resume, env_id, steps, seed, hp, preset, eval_every)
         env_id, seed, out, used = config["env"], config["seed"], Path(resume), config["hp"]
         steps = steps or config["steps"]
         threads = threads or config["threads"]
@@ -304,43 +315,58 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         used, said = resolve(algo, env_id, preset, hp)
         steps = steps or _whole(used, "n_timesteps", 1)
         used["n_timesteps"] = steps
-        if out is not None and (Path(out) / "config.json").exists():
+        if out is not None and distributed.on_main((Path(out) / "config.json").exists):
             raise ValueError(f"{out} already holds a run; continue it with `fastrl-lite train {algo} --resume {out}` "
                              "or choose another --out.")
-        out = Path(out) if out is not None else _default_out(algo, env_id, seed)
+        out = Path(out) if out is not None else distributed.on_main(_default_out, algo, env_id, seed)
     threads = threads or DEFAULT_THREADS.get(algo, 1)
     torch.set_num_threads(threads)
     print(said)
     set_seed(seed)
     loggers = [ProgressBarLogger(show_bars=progress), CSVLogger(out / "metrics.csv", append=resume is not None)]
-    if tensorboard:
+    if tensorboard and main_rank:
         from .loggers.tensorboard import TensorBoardLogger
-        loggers.append(TensorBoardLogger(out / "tb"))
-    learner = BUILDERS[algo](env_id, used, steps, seed, loggers)
-    epochs, batches, last = plan_epochs(learner, steps, config["batches"] if config else None)
+        try:
+            loggers.append(TensorBoardLogger(out / "tb"))
+        except ImportError as error:
+            raise ValueError(str(error)) from error
+    rank_steps = math.ceil(steps / world)  # each rank's share of the env steps
+    learner = BUILDERS[algo](env_id, {**used, "n_timesteps": rank_steps} if world > 1 else used, rank_steps, seed,
+                             loggers)
+    epochs, batches, last = plan_epochs(learner, rank_steps, config["batches"] if config else None)
     learner.batches = batches
     checkpoint = out / "checkpoint.pt"
     if resume is not None:
         learner.load(checkpoint)
-        if learner.env_steps > steps:
+        if learner.env_steps > rank_steps:
             raise ValueError(f"{out} has already run {learner.env_steps} env steps; --steps {steps} would shorten it. "
                              "A resumed run can only be extended.")
-    # everything is checked: the run folder is made from here on
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(
-        {"algo": algo, "env": env_id, "steps": steps, "seed": seed, "threads": threads,
-         "preset": config["preset"] if config else (preset or "default"), "hp": used, "batches": batches,
-         "eval_every": eval_every, "tensorboard": tensorboard}, indent=2))
+    # everything is checked: the run folder is made from here on, by rank 0 alone
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(
+            {"algo": algo, "env": env_id, "steps": steps, "seed": seed, "threads": threads, "nproc": world,
+             "preset": config["preset"] if config else (preset or "default"), "hp": used, "batches": batches,
+             "eval_every": eval_every, "tensorboard": tensorboard}, indent=2))
     if resume is not None:
-        _trim_metrics(out / "metrics.csv", learner.epoch)
-        print(f"Resuming {out} at epoch {learner.epoch}, env step {learner.env_steps}")
+        if main_rank:
+            _trim_metrics(out / "metrics.csv", learner.epoch)
+        done = learner.history[-1]["env_steps"] if world > 1 and learner.history else learner.env_steps
+        print(f"Resuming {out} at epoch {learner.epoch}, env step {done}")
     print(f"{epochs} epoch{'s' if epochs > 1 else ''} of {batches} gradient rounds"
           + (f" (the last one {last})" if last != batches else "") + f" over {steps} env steps")
-    fit = dict(checkpoint_every=1, checkpoint_path=checkpoint, eval_every=eval_every,
-               eval_episodes=eval_episodes, best_model_path=out / "best_model.pt" if eval_every else None)
+    evaluating = eval_every if main_rank else None  # rank 0 evaluates during training, for every rank
+    fit = dict(checkpoint_every=1, checkpoint_path=checkpoint, eval_every=evaluating,
+               eval_episodes=eval_episodes, best_model_path=out / "best_model.pt" if evaluating else None)
     learner.loggers.insert(0, EpochPlan(epochs, batches, last))
     if learner.epoch < epochs:
         learner.fit(epochs - learner.epoch, **fit)
+    for logger in loggers:
+        if hasattr(logger, "close"):
+            logger.close()
+    if not main_rank:
+        distributed.shutdown()
+        return None
     if learner.interrupted:
         print(f"Stopped early; continue with `fastrl-lite train {algo} --resume {out}`")
     torch.save({name: m.state_dict() for name, m in learner.models.items()}, out / "model.pt")
@@ -349,7 +375,8 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         csv.writer(f).writerows([("env_step", "return"), *returns.tolist()])
     plot_returns(returns, out / "returns.png", title=f"{algo.upper()} on {env_id}")
     evaluation = learner.validate(eval_episodes)
-    result = {"algo": algo, "env": env_id, "seed": seed, "env_steps": learner.env_steps,
+    env_steps = learner.history[-1]["env_steps"] if world > 1 and learner.history else learner.env_steps
+    result = {"algo": algo, "env": env_id, "seed": seed, "env_steps": env_steps,
               "episodes": learner.episodes, "eval_mean": evaluation["mean"], "eval_std": evaluation["std"],
               "eval_returns": evaluation["returns"]}
     (out / "eval.json").write_text(json.dumps(result, indent=2))
@@ -359,6 +386,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     except (ImportError, DependencyNotInstalled, ValueError) as error:
         print(f"No episode.gif: {error}")
     print(f"Run written to {out}/ ({', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))})")
+    distributed.shutdown()
     return result
 
 
@@ -483,6 +511,32 @@ def plot(run_dirs: List, out, metric: str = "return", window: int = 10, spread: 
 
 
 # ---------------------------------------------------------------- command line
+def _launch_ranks(parser, nproc: int, argv: List[str]):
+    """`--nproc N`: replace this process by torchrun running the same command (without `--nproc`)
+    on N ranks of this machine; with N = 1, or already under torchrun with N ranks, carry on here."""
+    if nproc < 1:
+        parser.exit(2, f"fastrl-lite: error: --nproc must be >= 1, got {nproc}.\n")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "WORLD_SIZE" in os.environ:
+        if nproc != world:
+            parser.exit(2, f"fastrl-lite: error: --nproc {nproc} under torchrun, which runs {world} ranks; "
+                           "leave out --nproc when launching with torchrun.\n")
+        return
+    if nproc == 1:
+        return
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              f"--nproc-per-node={nproc}", "-m", "fastrl_lite", *rest])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastrl-lite", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -501,6 +555,8 @@ def main(argv=None):
     t.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes per evaluation")
     t.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tb for TensorBoard")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: the fastest measured)")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train data-parallel on N processes of this machine (runs this command under torchrun)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (its settings are reused; "
                         "a larger --steps extends it)")
@@ -517,14 +573,19 @@ def main(argv=None):
     p.add_argument("--window", type=int, default=10, help="episodes in the trailing mean of the returns")
     p.add_argument("--spread", choices=["std", "sem", "minmax"], default="std")
     args = parser.parse_args(argv)
+    if args.command == "train" and args.nproc is not None:
+        _launch_ranks(parser, args.nproc, sys.argv[1:] if argv is None else list(argv))
+    # under torchrun, ranks other than 0 keep quiet: rank 0 prints the run's table and messages
+    quiet = int(os.environ.get("RANK", "0")) > 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
         if args.command == "train":
             hp = parse_overrides(args.hp)
             if args.num_envs is not None:
                 hp["n_envs"] = args.num_envs
-            train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None,
-                  threads=args.threads, resume=args.resume, hp=hp, preset=args.preset, eval_every=args.eval_every,
-                  tensorboard=args.tensorboard)
+            with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
+                train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None,
+                      threads=args.threads, resume=args.resume, hp=hp, preset=args.preset,
+                      eval_every=args.eval_every, tensorboard=args.tensorboard)
         elif args.command == "eval":
             evaluate(args.run_dir, args.episodes, args.seed, "best_model.pt" if args.best else "model.pt", args.gif)
         else:

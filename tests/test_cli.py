@@ -1,0 +1,261 @@
+"""The command line as a user runs it: `python -m fastrl_lite ...` in a subprocess, its exit code,
+its message, and the run folder it leaves (or does not leave)."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SMALL = ["--hp", "net_arch=[32]"]  # a small network keeps these runs to seconds
+
+
+def cli(*args, cwd=None, check=True):
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "MPLBACKEND": "Agg", "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "fastrl_lite", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd, env=env)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def rows(run_dir):
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    "A small finished DQN run, shared by the tests that only read it."
+    out = tmp_path_factory.mktemp("runs") / "base"
+    cli("train", "dqn", "--steps", 1500, "--seed", 3, "--out", out, "--eval-episodes", 2, *SMALL)
+    return out
+
+
+def refused(tmp_path, *args, message):
+    "The command exits with status 2 and `message` before it makes the run folder."
+    out = tmp_path / "refused"
+    done = cli("train", "dqn", "--out", out, *args, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr, done.stderr
+    assert not out.exists(), f"a refused run left {sorted(p.name for p in out.iterdir())}"
+    return done
+
+
+# ------------------------------------------------------------------ refused before anything is made
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps must be a whole number >= 1, got 0"),
+    (["--steps", "-5"], "--steps must be a whole number >= 1, got -5"),
+    (["--threads", "0"], "--threads must be a whole number >= 1, got 0"),
+    (["--threads", "-1"], "--threads must be a whole number >= 1, got -1"),
+    (["--eval-episodes", "0"], "--eval-episodes must be a whole number >= 1, got 0"),
+    (["--eval-every", "0"], "--eval-every must be a whole number >= 1, got 0"),
+    (["--env", "Pendulum-v1"], "discrete action space"),
+    (["--env", "CartPol-v1"], "Did you mean 'CartPole-v1'"),
+    (["--steps", "500"], "--steps 500 ends before the first gradient round"),
+    (["--hp", "learning_rat=1e-3"], "Unknown hyper-parameter(s) ['learning_rat'] for dqn"),
+    (["--hp", "learning_rate"], "--hp takes key=value"),
+    (["--hp", "learning_rate=-1"], "learning_rate must be a number > 0, got -1"),
+    (["--hp", "gradient_steps=0"], "gradient_steps must be >= 1, or -1"),
+    (["--hp", "net_arch=256"], "net_arch must be a list of layer sizes"),
+    (["--preset", "tuned"], "dqn has no preset 'tuned' for CartPole-v1 (its presets: default, zoo)"),
+    (["--num-envs", "0"], "n_envs must be >= 1, got 0"),
+])
+def test_bad_settings_are_refused_before_the_run_folder_is_made(tmp_path, args, message):
+    refused(tmp_path, *args, message=message)
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, run_dir):
+    before = (run_dir / "config.json").read_text()
+    done = cli("train", "dqn", "--out", run_dir, "--steps", 1500, check=False)
+    assert done.returncode == 2 and "already holds a run" in done.stderr and "--resume" in done.stderr
+    assert (run_dir / "config.json").read_text() == before
+
+
+def test_default_run_folders_are_numbered_instead_of_overwritten(tmp_path):
+    for _ in range(2):
+        cli("train", "dqn", "--steps", 1100, "--eval-episodes", 1, *SMALL, cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["dqn-CartPole-v1-seed0", "dqn-CartPole-v1-seed0-2"]
+
+
+# ------------------------------------------------------------------ resume
+def test_resume_refuses_another_env_seed_or_settings(tmp_path, run_dir):
+    config = (run_dir / "config.json").read_text()
+    for args, message in [(["--env", "Acrobot-v1"], "was trained with --env CartPole-v1"),
+                          (["--seed", "4"], "was trained with --seed 3"),
+                          (["--hp", "learning_rate=1e-3"], "--hp and --preset only apply to a new run"),
+                          (["--steps", "1000"], "would shorten it")]:
+        done = cli("train", "dqn", "--resume", run_dir, *args, check=False)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert (run_dir / "config.json").read_text() == config
+    wrong = cli("train", "ddpg", "--resume", run_dir, check=False)
+    assert wrong.returncode == 2 and "is a dqn run; resume it with `fastrl-lite train dqn" in wrong.stderr
+
+
+def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
+    out = tmp_path / "run"
+    cli("train", "dqn", "--steps", 1500, "--out", out, "--eval-episodes", 1, *SMALL)
+    done = cli("train", "dqn", "--resume", out, "--steps", 2500, "--eval-episodes", 1)
+    assert "Resuming" in done.stdout and "env step 1500" in done.stdout
+    assert json.loads((out / "eval.json").read_text())["env_steps"] == 2500
+    assert json.loads((out / "config.json").read_text())["steps"] == 2500
+    table = rows(out)
+    assert [int(r["env_steps"]) for r in table][-1] == 2500 and int(table[0]["env_steps"]) == 1500
+    assert [int(r["epoch"]) for r in table] == list(range(1, len(table) + 1))
+    assert len(table) >= 2
+
+
+def _settings(out):
+    # 7040 gradient rounds in 6 epochs, a few seconds on a small network
+    return ["train", "dqn", "--steps", 4000, "--seed", 1, "--out", out, "--eval-episodes", 1, "--hp", "net_arch=[32]",
+            "--hp", "train_freq=64", "--hp", "gradient_steps=128", "--hp", "learning_starts=500"]
+
+
+def test_ctrl_c_then_resume_leaves_the_csv_of_an_uninterrupted_run(tmp_path):
+    cli(*_settings(tmp_path / "whole"))
+    out = tmp_path / "stopped"
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "MPLBACKEND": "Agg", "PYTHONPATH": str(Path(__file__).parents[1])}
+    job = subprocess.Popen([sys.executable, "-m", "fastrl_lite", *map(str, _settings(out))], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (out / "checkpoint.pt").exists() and job.poll() is None:
+        time.sleep(0.005)
+    job.send_signal(signal.SIGINT)
+    stdout, _ = job.communicate(timeout=600)
+    assert job.returncode == 0 and "Stopped early; continue with `fastrl-lite train dqn --resume" in stdout, stdout
+    assert len(rows(out)) < 6, "the run finished before it could be interrupted"
+    done = cli("train", "dqn", "--resume", out, "--eval-episodes", 1)
+    assert "Resuming" in done.stdout
+    columns = ["epoch", "batch", "env_steps", "episodes", "rolling_reward", "q_loss", "epsilon"]
+    whole = [[r[c] for c in columns] for r in rows(tmp_path / "whole")]
+    assert [[r[c] for c in columns] for r in rows(out)] == whole
+    assert len(whole) == 6
+
+
+def test_the_last_epoch_is_not_a_stub_and_the_plan_is_printed(tmp_path):
+    out = tmp_path / "run"
+    done = cli(*_settings(out)[:-2], "--hp", "learning_starts=1000")  # 6016 rounds: 5 epochs of 1204, the last 1200
+    assert "5 epochs of 1204 gradient rounds (the last one 1200) over 4000 env steps" in done.stdout
+    batches = [int(r["batch"]) for r in rows(out)]
+    assert batches == [1204, 2408, 3612, 4816, 6016]
+    assert json.loads((out / "eval.json").read_text())["env_steps"] == 4000
+
+
+# ------------------------------------------------------------------ presets and units
+def test_an_env_gets_its_own_preset_and_config_records_the_values_used(tmp_path):
+    out = tmp_path / "acrobot"
+    done = cli("train", "dqn", "--env", "Acrobot-v1", "--steps", 300, "--out", out, "--eval-episodes", 1,
+               "--hp", "batch_size=32", "--hp", "net_arch=[32]")
+    assert "preset 'default' for Acrobot-v1 (rl-baselines3-zoo hyperparams/dqn.yml, Acrobot-v1)" in done.stdout
+    assert "overridden: batch_size=32, net_arch=[32]" in done.stdout
+    config = json.loads((out / "config.json").read_text())
+    hp = config["hp"]
+    assert config["env"] == "Acrobot-v1" and config["preset"] == "default"
+    assert hp["learning_rate"] == 6.3e-4 and hp["buffer_size"] == 50_000 and hp["exploration_final_eps"] == 0.1
+    assert hp["batch_size"] == 32 and hp["net_arch"] == [32] and hp["n_timesteps"] == 300
+    # gradient_steps=-1: as many rounds as env steps collected; target every 250 env steps = 248 rounds
+    assert hp["gradient_steps"] == -1 and "every 248 gradient rounds = 248 env steps" in done.stdout
+    assert "1 epoch of 272 gradient rounds over 300 env steps" in done.stdout  # from the 32nd transition on
+
+
+def test_an_env_without_a_preset_says_it_runs_on_the_defaults(tmp_path):
+    done = cli("train", "dqn", "--env", "CartPole-v0", "--steps", 1100, "--out", tmp_path / "r", "--eval-episodes", 1)
+    assert "no dqn preset for CartPole-v0, so dqn's defaults" in done.stdout
+    hp = json.loads((tmp_path / "r" / "config.json").read_text())["hp"]
+    assert hp["learning_rate"] == 1e-4 and hp["train_freq"] == 4 and hp["net_arch"] == [64, 64]
+
+
+def test_the_zoo_preset_and_target_updates_in_rounds(tmp_path):
+    done = cli("train", "dqn", "--preset", "zoo", "--steps", 1100, "--out", tmp_path / "zoo", "--eval-episodes", 1,
+               "--hp", "target_update_rounds=50", *SMALL)
+    assert "preset 'zoo' for CartPole-v1 (rl-baselines3-zoo hyperparams/dqn.yml, CartPole-v1)" in done.stdout
+    assert "hard update every 50 gradient rounds (target_update_rounds)" in done.stdout
+    hp = json.loads((tmp_path / "zoo" / "config.json").read_text())["hp"]
+    assert hp["double_q"] is False and hp["target_update_rounds"] == 50 and hp["target_update_interval"] is None
+    default = json.loads((tmp_path / "zoo" / "config.json").read_text())
+    assert default["preset"] == "zoo"
+
+
+def test_num_envs_and_exploration_fraction(tmp_path):
+    out = tmp_path / "two"
+    done = cli("train", "dqn", "--num-envs", 2, "--steps", 2000, "--out", out, "--eval-episodes", 1,
+               "--hp", "exploration_fraction=0.5", "--hp", "train_freq=128", *SMALL)
+    hp = json.loads((out / "config.json").read_text())["hp"]
+    assert hp["n_envs"] == 2 and hp["exploration_fraction"] == 0.5
+    # train_freq counts per env, as in SB3: 128 x 2 envs = one burst every 256 env steps
+    assert "every 128 gradient rounds = 256 env steps" in done.stdout
+    table = rows(out)
+    assert json.loads((out / "eval.json").read_text())["env_steps"] == 2000
+    assert abs(float(table[-1]["epsilon"]) - 0.04) < 1e-9  # ε reached its floor at half the run
+
+
+# ------------------------------------------------------------------ evaluation during training
+def test_eval_every_adds_columns_and_keeps_the_best_model(tmp_path):
+    out = tmp_path / "evaluated"
+    cli(*_settings(out), "--eval-every", 1000)
+    table = rows(out)
+    assert "eval_mean" in table[0] and "eval_std" in table[0]
+    assert all(float(r["eval_mean"]) > 0 for r in table[1:])
+    assert (out / "best_model.pt").is_file() and (out / "model.pt").is_file()
+    done = cli("eval", out, "--best", "--episodes", 2)
+    assert "best_model.pt" in done.stdout and "±" in done.stdout
+
+
+# ------------------------------------------------------------------ eval and plot
+def test_eval_runs_greedy_episodes_and_writes_a_gif(tmp_path, run_dir):
+    gif = tmp_path / "one.gif"
+    done = cli("eval", run_dir, "--episodes", 3, "--seed", 7, "--gif", gif)
+    assert "episode 3/3" in done.stdout and "over 3 greedy episodes" in done.stdout and "±" in done.stdout
+    assert gif.is_file() and gif.read_bytes()[:3] == b"GIF"
+    again = cli("eval", run_dir, "--episodes", 3, "--seed", 7)
+    assert again.stdout.splitlines()[-1] == [l for l in done.stdout.splitlines() if "greedy episodes" in l][0]
+    for args, message in [([tmp_path], "it has no config.json"), ([run_dir, "--best"], "has no best_model.pt"),
+                          ([run_dir, "--episodes", 0], "--episodes must be a whole number >= 1")]:
+        bad = cli("eval", *args, check=False)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_plot_groups_runs_by_algorithm_and_env(tmp_path, run_dir):
+    other = tmp_path / "seed4"
+    cli("train", "dqn", "--steps", 1500, "--seed", 4, "--out", other, "--eval-episodes", 1, *SMALL)
+    png = tmp_path / "curves.png"
+    done = cli("plot", run_dir, other, "--out", png)
+    assert "dqn CartPole-v1 (2 runs)" in done.stdout and png.read_bytes()[:4] == b"\x89PNG"
+    by_column = cli("plot", run_dir, "--metric", "q_loss", "--out", tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").is_file() and "(1 run)" in by_column.stdout
+    for args, message in [([run_dir, "--out", tmp_path / "c.jpg"], "must name a .png"),
+                          ([tmp_path / "nothing", "--out", png], "has no config.json"),
+                          ([run_dir, "--metric", "nope", "--out", png], "has no column 'nope'")]:
+        bad = cli("plot", *args, check=False)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert not (tmp_path / "c.jpg").exists()
+
+
+def test_python_m_fastrl_lite_is_the_command_line():
+    done = cli("--help")
+    assert "usage: fastrl-lite" in done.stdout and "{train,eval,plot}" in done.stdout
+
+
+# ------------------------------------------------------------------ TensorBoard
+def test_tensorboard_events_match_metrics_csv(tmp_path):
+    import math
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tmp_path / "board"
+    cli(*_settings(out), "--tensorboard", "--eval-every", 2000)
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    table = rows(out)
+    columns = [c for c in table[0] if c != "env_steps"]
+    assert {"rolling_reward", "q_loss", "epsilon", "eval_mean", "steps_per_s"} <= set(columns)
+    assert set(columns) | {"episode_return"} == set(events.Tags()["scalars"])
+    for column in columns:
+        logged = [(int(r["env_steps"]), float(r[column])) for r in table if not math.isnan(float(r[column]))]
+        read = [(e.step, e.value) for e in events.Scalars(column)]
+        assert [s for s, _ in read] == [s for s, _ in logged], column
+        assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6) for (_, a), (_, b) in zip(read, logged)), column
+    with open(out / "returns.csv", newline="") as f:
+        returns = [(int(float(s)), float(r)) for s, r in list(csv.reader(f))[1:]]
+    assert [(e.step, e.value) for e in events.Scalars("episode_return")] == returns and len(returns) > 50
