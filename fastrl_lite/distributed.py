@@ -116,6 +116,9 @@ def rank_seed(seed: Optional[int], of_rank: Optional[int] = None) -> Optional[in
 # reduced request of the latest round (the same number on every rank).
 _stop = torch.zeros(1)
 _agreed: Optional[torch.Tensor] = None
+_checks = 0
+# reading a flag on a GPU waits for the device, so there it is read every this many rounds
+GPU_STOP_CHECK_EVERY = 16
 
 
 def request_stop():
@@ -124,9 +127,9 @@ def request_stop():
 
 
 def clear_stop():
-    global _agreed
+    global _agreed, _checks
     _stop.zero_()
-    _agreed = None
+    _agreed, _checks = None, 0
 
 
 def stop_requested() -> bool:
@@ -135,8 +138,17 @@ def stop_requested() -> bool:
 
 
 def stop_agreed() -> bool:
-    "Whether any rank had asked to stop by the latest gradient round's all-reduce (the same answer on every rank)."
-    return _agreed is not None and bool(_agreed[0] > 0)
+    """Whether any rank had asked to stop by the latest gradient round's all-reduce (the same answer
+    on every rank, which calls this once per round; on a GPU the answer comes every
+    `GPU_STOP_CHECK_EVERY` rounds)."""
+    global _checks
+    if _agreed is None:
+        return False
+    if _agreed.device.type != "cpu":
+        _checks += 1
+        if _checks % GPU_STOP_CHECK_EVERY:
+            return False
+    return bool(_agreed[0] > 0)
 
 
 class GradientAllReduce:

@@ -1,5 +1,6 @@
 """Data-parallel training: 2 ranks, gloo, CPU, one torch thread each, launched with torchrun in a
 subprocess (tests/distributed_job.py holds the runs)."""
+import json
 import os
 import subprocess
 import sys
@@ -144,3 +145,28 @@ def test_a_rank_that_hangs_ends_the_run_at_the_process_group_timeout(tmp_path):
     assert code != 0
     assert "did not answer within the process-group timeout of 4 s" in out
     assert seconds < 120 and not list(tmp_path.glob("hang.rank*.pt"))  # rank 1 sleeps an hour unless stopped
+
+
+def test_fastrl_lite_train_nproc_2_rank_0_alone_writes_and_reports(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "fastrl_lite", "train", "dqn", "--steps", "4000", "--eval-episodes", "2"]
+    proc = subprocess.run([*command, "--out", str(out), "--nproc", "2"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said
+    assert said.count("rolling_reward") == 1 and said.count("Greedy evaluation") == 1  # one table, one report
+    assert {p.name for p in out.iterdir()} >= {"checkpoint.pt", "checkpoint.rank1.pt", "config.json", "eval.json",
+                                               "metrics.csv", "model.pt", "returns.csv", "returns.png"}
+    assert not any(p.name.endswith(".tmp") or "rank1" in p.name and p.name != "checkpoint.rank1.pt"
+                   for p in out.iterdir())
+    rows = (out / "metrics.csv").read_text().splitlines()
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert len(rows) == 1 + checkpoint["epoch"]  # rank 0's rows only, once each
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert evaluation["env_steps"] == 4000  # --steps counts both ranks' env steps: 2000 each
+    assert '"nproc": 2' in (out / "config.json").read_text()
+    # a 2-rank run resumed on one process is refused, and its folder is left as it was
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = subprocess.run([*command, "--resume", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "run of 2 rank(s) and this run has 1" in proc.stderr and "--nproc 2" in proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
