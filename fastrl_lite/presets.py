@@ -1,7 +1,7 @@
 """Per-env hyper-parameter presets for `fastrl-lite train ALGO`, as data.
 
-The names are rl-zoo's (Stable-Baselines3's), in their units, so a line of an rl-zoo
-`hyperparams/*.yml` file is a valid `--hp` override as it stands:
+The names are rl-zoo's (Stable-Baselines3's), in their units, so a setting from an rl-zoo
+`hyperparams/*.yml` file carries over to `--hp key=value` as it stands:
 - `n_timesteps`: env steps of the run (all envs together);
 - `train_freq`: env steps *per env* between training bursts; `gradient_steps`: gradient rounds per
   burst, -1 for as many as the env steps collected in the burst;
