@@ -299,6 +299,14 @@ def test_resume_continues_exactly_with_the_temperature_and_its_optimizer(tmp_pat
     assert torch.equal(resumed.models["ent_coef"].log_alpha.detach(), final_alpha)
 
 
+def test_a_nan_loss_stops_training_with_an_error_that_names_its_stage():
+    _, critics, learner = small_learner(batches=1)
+    with torch.no_grad():
+        critics.q1.head.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="critic_loss became NaN/inf at gradient round 1.*SoftTwinCriticLoss"):
+        learner.fit(1)
+
+
 def test_fixed_entropy_coefficient_has_no_temperature_loss():
     _, _, learner = small_learner(ent_coef=0.05)
     learner.fit(1)
