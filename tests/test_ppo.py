@@ -373,6 +373,16 @@ def test_nan_rewards_stop_training_with_a_clear_error():
         learner.fit(1)
 
 
+def test_a_nan_loss_stops_training_naming_the_stage():
+    learner, policy, _ = cartpole_learner(n_envs=2, n_steps=16, batch_size=32, n_epochs=1, learning_rate=1e-3,
+                                          clip_range=0.2, total_timesteps=None)
+    with torch.no_grad():
+        policy.value_head.bias.fill_(float("nan"))  # NaN values: NaN advantages, returns and loss
+    with pytest.raises(FloatingPointError, match=r"policy_loss became NaN/inf at gradient round 1 \(epoch 1\), "
+                                                 "computed by PPOLoss"):
+        learner.fit(1)
+
+
 def test_target_kl_runs_fewer_rounds_per_rollout():
     learner, _, _ = cartpole_learner(target_kl=1e-6, n_envs=2, n_steps=64, batch_size=32, n_epochs=10,
                                      learning_rate=1e-3, clip_range=0.2, total_timesteps=None)

@@ -104,6 +104,7 @@ class PPOLoss(Pipe):
     `target_kl` there is none)."""
     fills = "ppo"
     reads = ("state", "action", "log_prob", "value", "advantages", "returns")  # the rollout fields it uses
+    reports = ("approx_kl", "clip_fraction", "policy_loss", "value_loss", "entropy_loss")  # its records
     state_attrs = ("kl_stops",)
 
     def __init__(self, source, policy: ActorCriticPolicy, clip_range: Schedule = 0.2,

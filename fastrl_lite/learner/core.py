@@ -224,7 +224,8 @@ class Learner:
                 if self.check_finite and not bool(finite.all()):
                     first = int(self.batch - len(values) + int((~finite).nonzero()[0]) + 1)
                     key = name[:-len("_loss")] if name.endswith("_loss") else name
-                    stages = [type(n).__name__ for n in pipe_graph(self.pipe) if getattr(n, "fills", None) == key]
+                    stages = [type(n).__name__ for n in pipe_graph(self.pipe)
+                              if getattr(n, "fills", None) == key or name in getattr(n, "reports", ())]
                     stage = " or ".join(stages) or "the stage that fills losses[" + repr(key) + "]"
                     raise FloatingPointError(
                         f"{name} became NaN/inf at gradient round {first} (epoch {self.epoch}), computed by {stage}. "
