@@ -150,10 +150,10 @@ class PPOLoss(Pipe):
         return loss, approx_kl, clip_fraction, policy_loss, value_loss, entropy_loss
 
     def next(self) -> TrainBatch:
-        clip_range = _value(self.clip_range, self.progress)
-        clip_range_vf = None if self.clip_range_vf is None else _value(self.clip_range_vf, self.progress)
         while True:
-            batch = next(self.source)
+            batch = next(self.source)  # a new rollout is collected here: read the progress after it
+            clip_range = _value(self.clip_range, self.progress)
+            clip_range_vf = None if self.clip_range_vf is None else _value(self.clip_range_vf, self.progress)
             loss, approx_kl, clip_fraction, policy_loss, value_loss, entropy_loss = self.compute(
                 batch.step, clip_range, clip_range_vf)
             self.record("approx_kl", approx_kl)
