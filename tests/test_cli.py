@@ -119,7 +119,7 @@ def test_ctrl_c_then_resume_leaves_the_csv_of_an_uninterrupted_run(tmp_path):
     cli(*_settings(tmp_path / "whole"))
     out = tmp_path / "stopped"
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "MPLBACKEND": "Agg", "PYTHONPATH": str(Path(__file__).parents[1])}
-    job = subprocess.Popen([sys.executable, "-m", "fastrl_lite", *map(str, _settings(out))], env=env,
+    job = subprocess.Popen([sys.executable, "-m", "fastrl_lite", *map(str, _settings(out)), "--tensorboard"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not (out / "checkpoint.pt").exists() and job.poll() is None:
         time.sleep(0.005)
@@ -133,6 +133,7 @@ def test_ctrl_c_then_resume_leaves_the_csv_of_an_uninterrupted_run(tmp_path):
     whole = [[r[c] for c in columns] for r in rows(tmp_path / "whole")]
     assert [[r[c] for c in columns] for r in rows(out)] == whole
     assert len(whole) == 6
+    board_matches_csv(out)  # no event twice, none missing
 
 
 def test_the_last_epoch_is_not_a_stub_and_the_plan_is_printed(tmp_path):
@@ -241,15 +242,20 @@ def test_python_m_fastrl_lite_is_the_command_line():
 
 # ------------------------------------------------------------------ TensorBoard
 def test_tensorboard_events_match_metrics_csv(tmp_path):
-    import math
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     out = tmp_path / "board"
     cli(*_settings(out), "--tensorboard", "--eval-every", 2000)
+    columns = board_matches_csv(out)
+    assert {"rolling_reward", "q_loss", "epsilon", "eval_mean", "steps_per_s"} <= set(columns)
+
+
+def board_matches_csv(out):
+    "The TensorBoard events in out/tb, read by tensorboard's own reader, hold what metrics.csv and returns.csv do."
+    import math
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
     table = rows(out)
     columns = [c for c in table[0] if c != "env_steps"]
-    assert {"rolling_reward", "q_loss", "epsilon", "eval_mean", "steps_per_s"} <= set(columns)
     assert set(columns) | {"episode_return"} == set(events.Tags()["scalars"])
     for column in columns:
         logged = [(int(r["env_steps"]), float(r[column])) for r in table if not math.isnan(float(r[column]))]
@@ -259,3 +265,4 @@ def test_tensorboard_events_match_metrics_csv(tmp_path):
     with open(out / "returns.csv", newline="") as f:
         returns = [(int(float(s)), float(r)) for s, r in list(csv.reader(f))[1:]]
     assert [(e.step, e.value) for e in events.Scalars("episode_return")] == returns and len(returns) > 50
+    return columns

@@ -17,9 +17,9 @@ class TensorBoardLogger(LoggerBase):
     of its row (`rolling_reward`, `q_loss`, `epsilon`, `eval_mean`, ...) as a scalar at the row's
     env step, and `episode_return` at the env step where each episode ended.
 
-    A learner restored from a checkpoint continues the same folder: events logged after the
-    checkpoint's env step (by a run that crashed later) are dropped, so the curves read like those
-    of an uninterrupted run."""
+    A learner restored from a checkpoint continues the same folder: events logged after its last
+    epoch row (by a run that crashed later) are dropped and the episodes since that row are written
+    with the next one, so the curves read like those of an uninterrupted run."""
 
     def __init__(self, log_dir):
         try:
@@ -34,9 +34,11 @@ class TensorBoardLogger(LoggerBase):
     def before_fit(self, learner, epochs: int):
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
-            resumed = learner.env_steps > 0
-            self.writer = SummaryWriter(str(self.log_dir), purge_step=learner.env_steps + 1 if resumed else None)
-            self._episodes = len(learner.records.values("episode_return")) if resumed else 0
+            # a restored learner: its last row and the episodes up to it were logged before
+            logged = int(learner.history[-1]["env_steps"]) if learner.history else 0
+            resumed = learner.batch > 0
+            self.writer = SummaryWriter(str(self.log_dir), purge_step=logged + 1 if resumed else None)
+            self._episodes = sum(1 for env_step, _ in learner.records.values("episode_return") if env_step <= logged)
 
     def after_epoch(self, learner, row: Dict[str, float]):
         step = int(row["env_steps"])
