@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..core import SimpleStep, register_field
+from ..core import register_field
 from ..pipes import Pipe
 from .core import AgentBase, AgentHead, StepFieldSelector
 

@@ -23,7 +23,6 @@ from typing import Callable, Optional, Sequence, Union
 
 import gymnasium as gym
 import torch
-from torch import Tensor, nn
 
 from ..agents.policies import ActorCriticPolicy, PPOAgent
 from ..core import SimpleStep, TrainBatch
@@ -34,7 +33,7 @@ from ..learner.wiring import check_gamma
 from ..memory.rollout import GAE, Minibatches, RolloutCollector
 from ..pipes import Pipe, find_pipe, pipe_to_device
 
-__all__ = ["PPOLoss", "PPOLearner", "PPODataPipe", "linear_schedule", "ProgressLR", "ActorCriticPolicy",
+__all__ = ["PPOLoss", "PPOLearner", "PPODataPipe", "linear_schedule", "Progress", "ProgressLR", "ActorCriticPolicy",
            "PPOAgent"]
 
 Schedule = Union[float, Callable[[float], float]]

@@ -31,9 +31,9 @@ def _check_discount(name: str, value) -> float:
 class RolloutCollector(Pipe):
     """Pulls `n_steps` vector steps from the env pipeline `source` and yields them as one rollout: a
     `SimpleStep` whose fields are [n_steps, n_envs, ...], time first. It owns the cadence: one
-    rollout feeds `rounds_per_rollout` gradient rounds (PPO's n_epochs x minibatches). The agent's extras
-    (`log_prob`, `value`) ride in the steps like any other field, and `terminated` and `truncated`
-    stay apart. The rows live in one preallocated `TensorStorage` (on `device`), overwritten by
+    rollout feeds `rounds_per_rollout` gradient rounds (PPO's n_epochs x minibatches). The agent's
+    extras (`log_prob`, `value`) ride in the steps like any other field, and `terminated` and
+    `truncated` stay apart. The rows live in one preallocated `TensorStorage` (on `device`), overwritten by
     the next rollout, so a stage downstream must have used a rollout before it pulls the next one.
     `env_steps` counts the env steps pulled (as a `Collector` does)."""
     state_attrs = ("env_steps", "rollouts")
@@ -132,8 +132,7 @@ class GAE(Pipe):
         rollout = next(self.source)
         advantages = gae_advantages(rollout.reward, rollout.value, self.next_values(rollout), rollout.terminated,
                                     rollout.truncated, self.gamma, self.gae_lambda)
-        out = rollout.replace(advantages=advantages, returns=advantages + rollout.value)
-        return out
+        return rollout.replace(advantages=advantages, returns=advantages + rollout.value)
 
 
 class MonteCarloReturns(GAE):
@@ -148,8 +147,8 @@ class Minibatches(Pipe):
     """`n_epochs` passes over each rollout in shuffled minibatches of `batch_size` transitions drawn
     without replacement (a `MinibatchSampler`), one `TrainBatch` per gradient round; then the next
     rollout. `fields` names the rollout fields the minibatches carry (None: all of them); each costs
-    a gather per round. `stop()` ends the passes over the current rollout (an early stop on the KL divergence):
-    the next round starts a new rollout. The rollout being worked through is part of the stage's
+    a gather per round. `stop()` ends the passes over the current rollout (an early stop on the KL
+    divergence): the next round starts a new rollout. The rollout being worked through is part of the stage's
     state, so a learner saved between two rounds resumes in the middle of its passes."""
     state_attrs = ("rounds", "epochs_done", "stopped")
 
