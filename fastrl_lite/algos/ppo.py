@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence, Union
 import gymnasium as gym
 import torch
 
+from .. import distributed
 from ..agents.policies import ActorCriticPolicy, PPOAgent
 from ..core import SimpleStep, TrainBatch
 from ..envs import GymStepper, make_vec_env
@@ -156,7 +157,8 @@ class PPOLoss(Pipe):
             loss, approx_kl, clip_fraction, policy_loss, value_loss, entropy_loss = self.compute(
                 batch.step, clip_range, clip_range_vf)
             self.record("approx_kl", approx_kl)
-            if self.target_kl is None or not float(approx_kl) > 1.5 * self.target_kl:
+            # data-parallel ranks stop alike, on their mean KL (one rank: the KL itself)
+            if self.target_kl is None or not float(distributed.mean_across_ranks(approx_kl)) > 1.5 * self.target_kl:
                 break
             self.kl_stops += 1
             self.gauge("kl_stops", self.kl_stops)
