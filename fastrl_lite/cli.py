@@ -368,7 +368,8 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         distributed.shutdown()
         return None
     if learner.interrupted:
-        print(f"Stopped early; continue with `fastrl-lite train {algo} --resume {out}`")
+        print(f"Stopped early; continue with `fastrl-lite train {algo} --resume {out}"
+              + (f" --nproc {world}`" if world > 1 else "`"))
     torch.save({name: m.state_dict() for name, m in learner.models.items()}, out / "model.pt")
     returns = learner.episode_returns()
     with open(out / "returns.csv", "w", newline="") as f:
