@@ -167,8 +167,8 @@ class GradientAllReduce:
             raise ValueError("GradientAllReduce needs at least one parameter.")
         kinds = {(p.device, p.dtype) for p in unique}
         if len(kinds) != 1:
-            raise ValueError(f"GradientAllReduce reduces parameters of one device and dtype, got {sorted(map(str, kinds))}; "
-                             "give each optimizer parameters of one kind.")
+            raise ValueError(f"GradientAllReduce reduces parameters of one device and dtype, got "
+                             f"{sorted(map(str, kinds))}; give each optimizer parameters of one kind.")
         self.params, self.group = unique, group
         self.world = dist.get_world_size(group)
         numels = [p.numel() for p in unique]
@@ -192,7 +192,7 @@ class GradientAllReduce:
 
 
 def check_same_weights(modules: Dict[str, nn.Module]):
-    "Raise on every rank when any rank's weights differ from rank 0's (one broadcast, one small all-reduce)."
+    "Raise on every rank when any rank's weights differ from rank 0's (one broadcast, one small all-gather)."
     flat = torch.cat([t.detach().reshape(-1).double().cpu() for m in modules.values() for t in m.state_dict().values()
                       if t.is_floating_point()] or [torch.zeros(1, dtype=torch.float64)])
     device = _device()
@@ -344,6 +344,7 @@ def on_failure(error: BaseException):
         if cause is not None and not cause.startswith(f"rank {rank()}:"):
             raise RankFailedError(f"The run stopped because {cause}") from error
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RankFailedError(f"A collective failed on rank {rank()} ({first_line}): another rank died, or did not "
-                              f"answer within the process-group timeout of {_timeout:g} s; its log says why.") from error
+        raise RankFailedError(f"A collective failed on rank {rank()} ({first_line}): another rank died, or did "
+                              f"not answer within the process-group timeout of {_timeout:g} s; its log says why."
+                              ) from error
     report_failure(error)
