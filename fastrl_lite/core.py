@@ -177,11 +177,15 @@ def env_steps_of(item) -> int:
 @dataclasses.dataclass
 class TrainBatch:
     """One gradient round's item on the learner side: sampled transitions plus the losses the
-    loss stages fill (`losses['critic']`) and the optimizer stages consume."""
+    loss stages fill (`losses['critic']`) and the optimizer stages consume. A prioritized sampler
+    adds per-sample importance `weights`; a loss stage given weights fills `td_error`, which a
+    `PriorityUpdater` feeds back at `indices`."""
     step: SimpleStep
     losses: Dict[str, Tensor] = dataclasses.field(default_factory=dict)
     targets: Optional[Tensor] = None
     indices: Optional[Tensor] = None
+    weights: Optional[Tensor] = None
+    td_error: Optional[Tensor] = None
 
 
 class _TensorSeries:

@@ -176,12 +176,16 @@ class RoundRobinWriter:
 
 class Sampler(ABC):
     """Chooses the rows of each batch. `sample(size, bs)` returns the indices (into the first `size`
-    rows); `on_write(indices)` hears of newly written rows; `update_priority` takes per-row
-    priorities where the sampler keeps them."""
+    rows), or the indices and per-row importance weights as a pair; `on_write(indices)` hears of
+    newly written rows; `update_priority` takes per-row priorities where the sampler keeps them;
+    `set_capacity(max_sz)` is told the buffer's size once, when the buffer is built."""
 
     @abstractmethod
-    def sample(self, size: int, bs: int, device) -> Tensor:
-        "Indices of `bs` rows among the first `size`."
+    def sample(self, size: int, bs: int, device) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        "Indices of `bs` rows among the first `size` (and their importance weights, for a weighted sampler)."
+
+    def set_capacity(self, max_sz: int):
+        pass
 
     def on_write(self, indices: Tensor):
         pass
@@ -192,6 +196,12 @@ class Sampler(ABC):
 
     def state_dict(self):
         return {}
+
+    def check_state(self, state):
+        "Raise a ValueError when `state` cannot be loaded into this sampler (checked before anything changes)."
+        if state and state.get("prioritized"):
+            raise ValueError(f"the checkpoint's buffer was sampled by priority, this one by a {type(self).__name__}; "
+                             "build the learner with prioritized replay, as the checkpoint's run was.")
 
     def load_state_dict(self, state):
         pass
@@ -239,7 +249,8 @@ class MinibatchSampler(Sampler):
 
 class ReplayBuffer:
     """A buffer of `max_sz` transitions on `device`: a `TensorStorage`, a `RoundRobinWriter` and a
-    sampler (`UniformSampler` by default; `MinibatchSampler` for epochs without replacement).
+    sampler (`UniformSampler` by default; `MinibatchSampler` for epochs without replacement;
+    `PrioritizedSampler` for prioritized replay, whose batches also carry importance `weights`).
 
     `extend(step)` stores a batch of transitions and returns the indices written; `sample(bs)`
     returns a `TrainBatch` whose `indices` are the rows drawn; `update_priority(indices, p)` passes
@@ -251,6 +262,7 @@ class ReplayBuffer:
         self.storage = TensorStorage(max_sz, device, fields)
         self.writer = RoundRobinWriter(max_sz)
         self.sampler = sampler if sampler is not None else UniformSampler()
+        self.sampler.set_capacity(max_sz)
         self._hears_writes = type(self.sampler).on_write is not Sampler.on_write
         self.added = 0
 
@@ -281,6 +293,9 @@ class ReplayBuffer:
         if len(self) == 0:
             raise RuntimeError("The replay buffer is empty; add transitions before sampling.")
         indices = self.sampler.sample(len(self), bs, self.storage.device)
+        if type(indices) is tuple:  # a weighted sampler: the importance weights travel with the batch
+            indices, weights = indices
+            return TrainBatch(self.storage.get(indices), indices=indices, weights=weights)
         return TrainBatch(self.storage.get(indices), indices=indices)
 
     def update_priority(self, indices: Tensor, priorities: Tensor):
@@ -294,6 +309,7 @@ class ReplayBuffer:
     def check_state(self, state):
         "Raise a ValueError when `state` cannot be loaded into this buffer (nothing is changed)."
         self.storage.check_state(state["storage"])
+        self.sampler.check_state(state["sampler"])
 
     def load_state_dict(self, state):
         self.check_state(state)

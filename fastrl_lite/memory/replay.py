@@ -38,11 +38,17 @@ class Collector(Pipe):
     batches, and so on; the first batches wait until `warmup` transitions (and at least `bs`) are
     stored. Env steps are counted from the items pulled (`SimpleStep.env_steps`, set by the stepper
     and carried through n-step merging and skipping), so `env_steps` is what the env really ran.
+
+    An item may hold more env steps than `train_every` (an `EpisodeReturns` stage passes whole
+    episodes on). By default the env steps pulled past each `train_every` are not counted towards
+    the next rounds; `carry_over=True` counts them, so the rounds keep to `updates` per
+    `train_every` env steps on average however the env steps arrive (after warm-up, which yields no
+    extra rounds either way).
     """
     state_attrs = ("env_steps", "owed")
 
     def __init__(self, source, buffer: ReplayBuffer, bs: int = 64, warmup: int = 0, train_every: int = 1,
-                 updates: int = 1):
+                 updates: int = 1, carry_over: bool = False):
         super().__init__(source)
         if bs < 1:
             raise ValueError(f"bs must be >= 1, got {bs}.")
@@ -55,9 +61,10 @@ class Collector(Pipe):
         if warmup > buffer.max_sz:
             raise ValueError(f"warmup={warmup} transitions can never be reached with max_sz={buffer.max_sz}.")
         self.buffer, self.bs, self.warmup = buffer, bs, warmup
-        self.train_every, self.updates = train_every, updates
+        self.train_every, self.updates, self.carry_over = train_every, updates, carry_over
         self.env_steps = 0
         self.owed = 0
+        self.due = 0  # with carry_over: the env-step count the last rounds were earned at
 
     def rounds_within(self, env_steps: int) -> int:
         """How many gradient rounds a run of `env_steps` env steps yields, when every env step stores
@@ -78,21 +85,25 @@ class Collector(Pipe):
 
     def next(self) -> TrainBatch:
         if self.owed == 0:
-            self._collect(self.env_steps + self.train_every)
-            while len(self.buffer) < max(self.warmup, self.bs):
-                self._collect(self.env_steps + 1)
+            self.due = (self.due if self.carry_over else self.env_steps) + self.train_every
+            self._collect(self.due)
+            if len(self.buffer) < max(self.warmup, self.bs):
+                while len(self.buffer) < max(self.warmup, self.bs):
+                    self._collect(self.env_steps + 1)
+                self.due = self.env_steps
             self.owed = self.updates
         self.owed -= 1
         return self.buffer.sample(self.bs)
 
     def get_state(self):
-        return {**super().get_state(), "buffer": self.buffer.state_dict()}
+        return {**super().get_state(), "due": self.due, "buffer": self.buffer.state_dict()}
 
     def reset(self, initial_state=None):
         if initial_state:
             self.buffer.check_state(initial_state["buffer"])
         super().reset(initial_state)
         if initial_state:
+            self.due = initial_state.get("due", self.env_steps)
             self.buffer.load_state_dict(initial_state["buffer"])
 
     def to(self, device):
