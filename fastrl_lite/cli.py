@@ -439,19 +439,45 @@ def _load_run(run_dir, weights: str = "model.pt", threads: Optional[int] = None)
     return config, learner
 
 
+def show_episode(learner, env_id: str, seed: int) -> float:
+    "Play one greedy episode in a window (the env's `human` rendering); returns its return."
+    import gymnasium as gym
+    import numpy as np
+    from .core import evaluating
+    from .loggers.video import _greedy_policy, _to_env_action
+    env = gym.make(env_id, render_mode="human")
+    policy, model = _greedy_policy(learner, env.action_space)
+    try:
+        obs, _ = env.reset(seed=seed)
+        done, episode_return = False, 0.0
+        with evaluating(model), torch.no_grad():
+            while not done:
+                action = policy(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
+                obs, reward, terminated, truncated, _ = env.step(_to_env_action(action, env.action_space))
+                episode_return += float(reward)
+                done = terminated or truncated
+    finally:
+        env.close()
+    return episode_return
+
+
 def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.pt", gif=None,
-             progress: Optional[bool] = None) -> Dict:
+             progress: Optional[bool] = None, show: bool = False) -> Dict:
     """Load the weights of the run in `run_dir`, run `episodes` greedy episodes (seeds `seed`,
-    `seed + 1`, ...) and print mean ± std; with `gif`, write one episode to that file."""
+    `seed + 1`, ...) and print mean ± std; with `gif`, write one episode to that file; with `show`,
+    play one in a window."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"--episodes must be a whole number >= 1, got {episodes!r}.")
+    if show and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ValueError("--show needs a display and none is set (no DISPLAY or WAYLAND_DISPLAY); write the episode "
+                         "to a file with --gif FILE.gif instead.")
     config, learner = _load_run(run_dir, weights)
     from fastprogress.fastprogress import progress_bar
-    show = progress if progress is not None else sys.stdout.isatty()
+    bars = progress if progress is not None else sys.stdout.isatty()
     returns = []
-    for i in progress_bar(range(episodes), display=show):
+    for i in progress_bar(range(episodes), display=bars):
         returns.append(learner.validate(1, seed=seed + i)["returns"][0])
-        if not show:
+        if not bars:
             print(f"episode {i + 1}/{episodes}: return {returns[-1]:.1f}", flush=True)
     mean, std = float(torch.tensor(returns).mean()), float(torch.tensor(returns).std(unbiased=False))
     print(f"{config['algo']} on {config['env']} ({Path(run_dir) / weights}): {mean:.1f} ± {std:.1f} over {episodes} "
@@ -460,6 +486,9 @@ def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.p
         print(f"Writing one episode to {gif} ...", flush=True)
         path, episode_return = record_episode_gif(learner, config["env"], gif, seed=seed, max_frames=None)
         print(f"Wrote {path} (return {episode_return:.1f})")
+    if show:
+        print(f"Showing one episode of {config['env']} ...", flush=True)
+        print(f"Return {show_episode(learner, config['env'], seed):.1f}")
     return {"mean": mean, "std": std, "returns": returns}
 
 
@@ -567,6 +596,7 @@ def main(argv=None):
     e.add_argument("--seed", type=int, default=0, help="seed of the first episode (the next ones count up)")
     e.add_argument("--best", action="store_true", help="use best_model.pt (from --eval-every) instead of model.pt")
     e.add_argument("--gif", default=None, metavar="FILE.gif", help="write one episode to this GIF")
+    e.add_argument("--show", action="store_true", help="play one episode in a window (needs a display)")
     p = commands.add_parser("plot", help="learning curves of runs, grouped by algorithm and env")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="FILE.png")
@@ -588,7 +618,8 @@ def main(argv=None):
                       threads=args.threads, resume=args.resume, hp=hp, preset=args.preset,
                       eval_every=args.eval_every, tensorboard=args.tensorboard)
         elif args.command == "eval":
-            evaluate(args.run_dir, args.episodes, args.seed, "best_model.pt" if args.best else "model.pt", args.gif)
+            evaluate(args.run_dir, args.episodes, args.seed, "best_model.pt" if args.best else "model.pt", args.gif,
+                     show=args.show)
         else:
             plot(args.run_dirs, args.out, args.metric, args.window, args.spread)
     except ValueError as error:

@@ -217,6 +217,17 @@ def test_eval_runs_greedy_episodes_and_writes_a_gif(tmp_path, run_dir):
                           ([run_dir, "--episodes", 0], "--episodes must be a whole number >= 1")]:
         bad = cli("eval", *args, check=False)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    if sys.platform.startswith("linux"):
+        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+        bad = subprocess.run([sys.executable, "-m", "fastrl_lite", "eval", str(run_dir), "--show"], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert bad.returncode == 2 and "--show needs a display" in bad.stderr and "--gif" in bad.stderr, bad.stderr
+    # a display SDL draws nowhere: the episode is played through the env's human rendering
+    shown = subprocess.run([sys.executable, "-m", "fastrl_lite", "eval", str(run_dir), "--episodes", "1", "--show"],
+                           env={**os.environ, "DISPLAY": ":0", "SDL_VIDEODRIVER": "dummy"}, capture_output=True,
+                           text=True, timeout=600)
+    assert shown.returncode == 0 and "Showing one episode of CartPole-v1" in shown.stdout, shown.stderr
+    assert float(shown.stdout.split("Return ")[-1]) >= 8
 
 
 def test_plot_groups_runs_by_algorithm_and_env(tmp_path, run_dir):
