@@ -2,10 +2,14 @@
 
     python benchmarks/scaling.py                                # DQN and PPO, 1 and 2 ranks, rl-zoo's budgets
     python benchmarks/scaling.py --algos dqn --nproc 1 2 4 --steps 20000 --seeds 0 1 2
+    python benchmarks/scaling.py --algos ppo --nproc 2 --hp n_envs=4 --hp batch_size=128
 
 Each run trains with `fastrl-lite train`'s builder and rl-zoo's CartPole-v1 preset on `--steps`
 env steps in all, split evenly over the ranks (each rank steps its own `n_envs` envs into its own
-buffer; gradients are averaged across the ranks every round). One rank is the plain
+buffer; gradients are averaged across the ranks every round). The preset's settings are each
+rank's, so N ranks average N batches per round and take 1/N as many rounds; `--hp KEY=VALUE`
+(rl-zoo names, as `fastrl-lite train --hp`) changes them for every run of the invocation, one
+rank's included. One rank is the plain
 single-process run; N > 1 ranks run under torchrun (`torch.distributed.run --standalone`, gloo).
 Per run it reports:
 - env steps per second (all ranks together) and gradient rounds per second (per rank: every rank
@@ -34,7 +38,7 @@ from harness import PREFIX, emit
 ENV_ID = "CartPole-v1"
 
 
-def worker(algo: str, steps: int, seed: int, reduce_reps: int) -> dict:
+def worker(algo: str, steps: int, seed: int, reduce_reps: int, overrides: dict) -> dict:
     import math
     import torch
     import torch.distributed as dist
@@ -47,7 +51,7 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int) -> dict:
     distributed.init()
     world, rank = distributed.world_size(), distributed.rank()
     set_seed(seed)
-    hp, _ = resolve(algo, ENV_ID)
+    hp, _ = resolve(algo, ENV_ID, None, overrides)
     rank_steps = math.ceil(steps / world)
     hp["n_timesteps"] = rank_steps
     learner = BUILDERS[algo](ENV_ID, hp, rank_steps, seed, [])
@@ -90,10 +94,10 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int) -> dict:
     return result
 
 
-def launch(algo: str, nproc: int, steps: int, seed: int, reduce_reps: int) -> dict:
+def launch(algo: str, nproc: int, steps: int, seed: int, reduce_reps: int, hp: list) -> dict:
     "One run in fresh processes: plain Python for one rank, torchrun for more."
     args = [os.path.abspath(__file__), "--worker", algo, "--steps", str(steps), "--seeds", str(seed),
-            "--reduce-reps", str(reduce_reps)]
+            "--reduce-reps", str(reduce_reps), *(f"--hp={pair}" for pair in hp)]
     if nproc == 1:
         cmd = [sys.executable, *args]
     else:
@@ -114,13 +118,16 @@ def main(argv=None):
                         help="total env steps per run (default: rl-zoo's n_timesteps for CartPole-v1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--reduce-reps", type=int, default=200, help="all-reduce calls timed per run")
+    parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset hyper-parameter of every run (per rank); repeatable")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        from fastrl_lite.presets import resolve
-        steps = args.steps or resolve(args.worker, ENV_ID)[0]["n_timesteps"]
-        result = worker(args.worker, steps, args.seeds[0], args.reduce_reps)
+        from fastrl_lite.presets import parse_overrides, resolve
+        overrides = parse_overrides(args.hp)
+        steps = args.steps or resolve(args.worker, ENV_ID, None, overrides)[0]["n_timesteps"]
+        result = worker(args.worker, steps, args.seeds[0], args.reduce_reps, overrides)
         if result is not None:
             emit(result)
         return
@@ -129,7 +136,7 @@ def main(argv=None):
     for algo in args.algos:
         for seed in args.seeds:
             for nproc in args.nproc:  # interleaved: every rank count sees the same load drift
-                r = launch(algo, nproc, args.steps or 0, seed, args.reduce_reps)
+                r = launch(algo, nproc, args.steps or 0, seed, args.reduce_reps, args.hp)
                 results.append(r)
                 reduce = "" if r["allreduce_us"] is None else \
                     f", all-reduce {r['allreduce_us']:.0f} us/round ({100 * r['allreduce_share']:.1f}% of the time)"
