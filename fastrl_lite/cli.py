@@ -103,7 +103,8 @@ def build_dqn(env_id: str, hp: Dict, steps: int, seed: int, loggers):
                       bs=_whole(hp, "batch_size", 1), max_sz=_whole(hp, "buffer_size", 1),
                       warmup=_whole(hp, "learning_starts", 0), train_every=train_every, updates=updates,
                       gamma=hp["gamma"], target_sync=sync, double=bool(hp["double_q"]),
-                      clip_grad_norm=hp["max_grad_norm"], batches=1280)
+                      clip_grad_norm=hp["max_grad_norm"], batches=1280, prioritized=bool(hp.get("prioritized")),
+                      sail=bool(hp.get("sail")))
 
 
 def _continuous_sizes(env_id: str, algo: str):
@@ -580,6 +581,7 @@ def main(argv=None):
     t.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyper-parameter (rl-zoo names and units), e.g. --hp learning_rate=1e-3; repeatable")
     t.add_argument("--num-envs", type=int, default=None, help="envs stepped side by side (same as --hp n_envs=N)")
+    t.add_argument("--sail", action="store_true", help="dqn: SAIL-DQN's self-imitation bonus (same as --hp sail=true)")
     t.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                    help="evaluate greedily every STEPS env steps on a separate env; keep best_model.pt")
     t.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes per evaluation")
@@ -613,6 +615,10 @@ def main(argv=None):
             hp = parse_overrides(args.hp)
             if args.num_envs is not None:
                 hp["n_envs"] = args.num_envs
+            if args.sail:
+                if args.algo != "dqn":
+                    raise ValueError(f"--sail is SAIL-DQN's switch; {args.algo} has none.")
+                hp["sail"] = True
             with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
                 train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None,
                       threads=args.threads, resume=args.resume, hp=hp, preset=args.preset,

@@ -32,7 +32,7 @@ DEFAULTS: Dict[str, Dict] = {
             "learning_starts": 1000, "gamma": 0.99, "target_update_interval": 10_000, "target_update_rounds": None,
             "train_freq": 4, "gradient_steps": 1, "exploration_fraction": 0.1, "exploration_initial_eps": 1.0,
             "exploration_final_eps": 0.05, "max_grad_norm": 10.0, "net_arch": [64, 64], "double_q": False,
-            "n_envs": 1},
+            "n_envs": 1, "prioritized": False, "sail": False},
     # SB3's DDPG/TD3 defaults (γ 0.99, τ 0.005, batch 256, 1M buffer, 100 learning starts)
     "ddpg": {"n_timesteps": 20_000, "learning_rate": 1e-3, "batch_size": 256, "buffer_size": 1_000_000,
              "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,

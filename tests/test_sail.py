@@ -1,6 +1,7 @@
 """SAIL-DQN: returns-to-go of finished, truncated and n-step episodes, the SAIL target by hand, bad
 input, the collector's cadence with whole episodes, exact resume and learning CartPole."""
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -273,3 +274,16 @@ def test_sail_dqn_learns_cartpole_within_50k_steps():
     assert learner.env_steps <= steps
     result = learner.validate(10)
     assert result["mean"] >= 195, result
+
+
+def test_cli_sail_switch(tmp_path, capsys):
+    from fastrl_lite.cli import main as cli_main
+    out = tmp_path / "run"
+    cli_main(["train", "dqn", "--sail", "--steps", "1500", "--seed", "2", "--out", str(out), "--eval-episodes", "1"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["hp"]["sail"] is True and config["hp"]["prioritized"] is False
+    stages = torch.load(out / "checkpoint.pt", weights_only=False)["meta"]["stages"]
+    assert "SAILTarget" in stages and "EpisodeReturns" in stages and "QTarget" not in stages
+    with pytest.raises(SystemExit):
+        cli_main(["train", "td3", "--sail", "--steps", "10", "--out", str(tmp_path / "td3")])
+    assert "--sail is SAIL-DQN's switch" in capsys.readouterr().err and not (tmp_path / "td3").exists()
