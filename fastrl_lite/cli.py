@@ -243,7 +243,8 @@ def plan_epochs(learner, steps: int, batches: Optional[int] = None):
 class EpochPlan(LoggerBase):
     """Gives each epoch its planned number of gradient rounds: `batches`, the rest of an epoch a
     resumed run stopped in, and `last` in the final one, plus one more pull that runs the budget's
-    remaining env steps (fewer than a training burst) and ends the data."""
+    remaining env steps (fewer than a training burst) and ends the data. Adds the epoch's rounds to
+    its row as `rounds`."""
 
     every_rank = True  # every rank of a data-parallel run must take the same rounds
 
@@ -253,6 +254,10 @@ class EpochPlan(LoggerBase):
     def wrap_batches(self, batches, learner):
         size = self.last + 1 if learner.epoch >= self.epochs - 1 else self.batches
         return range(max(1, size - (learner.batch - learner.epoch * self.batches)))
+
+    def after_epoch(self, learner, row):
+        "The epoch's own gradient rounds, as a column of the table (the last epoch may have fewer)."
+        row["rounds"] = row["batch"] - (learner.history[-2]["batch"] if len(learner.history) > 1 else 0)
 
 
 def _trim_metrics(path: Path, epoch: int):

@@ -129,7 +129,7 @@ def test_ctrl_c_then_resume_leaves_the_csv_of_an_uninterrupted_run(tmp_path):
     assert len(rows(out)) < 6, "the run finished before it could be interrupted"
     done = cli("train", "dqn", "--resume", out, "--eval-episodes", 1)
     assert "Resuming" in done.stdout
-    columns = ["epoch", "batch", "env_steps", "episodes", "rolling_reward", "q_loss", "epsilon"]
+    columns = ["epoch", "batch", "env_steps", "episodes", "rolling_reward", "q_loss", "epsilon", "rounds"]
     whole = [[r[c] for c in columns] for r in rows(tmp_path / "whole")]
     assert [[r[c] for c in columns] for r in rows(out)] == whole
     assert len(whole) == 6
@@ -142,6 +142,7 @@ def test_the_last_epoch_is_not_a_stub_and_the_plan_is_printed(tmp_path):
     assert "5 epochs of 1204 gradient rounds (the last one 1200) over 4000 env steps" in done.stdout
     batches = [int(r["batch"]) for r in rows(out)]
     assert batches == [1204, 2408, 3612, 4816, 6016]
+    assert [int(r["rounds"]) for r in rows(out)] == [1204, 1204, 1204, 1204, 1200]
     assert json.loads((out / "eval.json").read_text())["env_steps"] == 4000
 
 
