@@ -38,12 +38,12 @@ def emit_run(result: dict, **tags):
 
 
 def build_learner(algo: str, env_id: str, steps: int, seed: int):
-    """The learner `fastrl-lite train ALGO --env ENV --steps STEPS --seed SEED` trains (the env's
-    default preset), and the epochs that cover its `steps` env steps."""
+    """The learner `fastrl-lite train ALGO --env ENV --preset zoo --steps STEPS --seed SEED` trains
+    (rl-zoo's settings, which the peers run too), and the epochs that cover its `steps` env steps."""
     from fastrl_lite.cli import BUILDERS, plan_epochs
     from fastrl_lite.core import set_seed
     from fastrl_lite.presets import resolve
-    hp, _ = resolve(algo, env_id)
+    hp, _ = resolve(algo, env_id, "zoo")
     hp["n_timesteps"] = steps
     set_seed(seed)
     learner = BUILDERS[algo](env_id, hp, steps, seed, [])
