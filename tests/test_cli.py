@@ -278,3 +278,36 @@ def board_matches_csv(out):
         returns = [(int(float(s)), float(r)) for s, r in list(csv.reader(f))[1:]]
     assert [(e.step, e.value) for e in events.Scalars("episode_return")] == returns and len(returns) > 50
     return columns
+
+
+# ------------------------------------------------------------------ the Learner's side of --eval-every
+def test_fit_evaluates_every_n_env_steps_keeps_the_best_and_resumes_the_schedule(tmp_path):
+    import math
+    import torch
+    from fastrl_lite import GymDataPipe, set_seed
+    from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner
+
+    def build():
+        set_seed(0)
+        model = DQN(4, 2, hidden=(16,))
+        dl = GymDataPipe(["CartPole-v1"], agent=DQNAgent(model, max_steps=500), seed=0)
+        return DQNLearner(model, [dl], warmup=64, train_every=16, updates=4, batches=50, bs=32, max_sz=2000)
+
+    learner = build()
+    with pytest.raises(ValueError, match="eval_every must be a whole number of env steps >= 1"):
+        learner.fit(1, eval_every=0)
+    with pytest.raises(ValueError, match="eval_episodes must be a whole number >= 1"):
+        learner.fit(1, eval_every=100, eval_episodes=0)
+    assert learner.batch == 0  # refused before any round
+    rows = learner.fit(3, eval_every=150, eval_episodes=2, best_model_path=tmp_path / "best.pt",
+                       checkpoint_every=1, checkpoint_path=tmp_path / "c.pt")
+    assert all("eval_mean" in row and "eval_std" in row for row in rows)
+    evaluated = [row["eval_mean"] for row in rows if not math.isnan(row["eval_mean"])]
+    # a row shows the epoch's latest evaluation; the best may come from an earlier one
+    assert evaluated and learner.evaluation["best"] >= max(evaluated) and learner.evaluation["mean"] == evaluated[-1]
+    # the next evaluation is due at the first multiple of 150 env steps after the last one
+    assert learner.evaluation["next"] > learner.env_steps - 16 and learner.evaluation["next"] % 150 == 0
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert set(best) == {"model"} and best["model"].keys() == learner.model.state_dict().keys()
+    restored = build().load(tmp_path / "c.pt")
+    assert restored.evaluation == learner.evaluation
