@@ -231,8 +231,9 @@ def reduce_row(row: Dict[str, float]) -> Tuple[Dict[str, float], bool]:
     out = {}
     for key, value in rows[0].items():
         values = [r[key] for r in rows if key in r]
-        if key in SAME or not isinstance(value, (int, float)) or isinstance(value, bool):
-            out[key] = value
+        if key in SAME or not isinstance(value, (int, float)) or isinstance(value, bool) or \
+                all(v == value for v in values) and key not in SUMMED:
+            out[key] = value  # (a figure every rank shares, such as ε, keeps its value and type)
         elif key in SUMMED:
             out[key] = type(value)(sum(values))
         else:
