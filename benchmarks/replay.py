@@ -261,7 +261,8 @@ def per_main(args):
         if ("fastrl_lite", capacity) in best and ("torchrl", capacity) in best:
             f, t = best[("fastrl_lite", capacity)], best[("torchrl", capacity)]
             ratios = {k: t[k] / f[k] for k in f}
-            print(f"  TorchRL / fastrl_lite at {capacity}: " + ", ".join(f"{k[:-7]} {v:.2f}x" for k, v in ratios.items())
+            print(f"  TorchRL / fastrl_lite at {capacity}: "
+                  + ", ".join(f"{k[:-7]} {v:.2f}x" for k, v in ratios.items())
                   + f" -> {'faster everywhere' if min(ratios.values()) > 1 else 'not faster everywhere'}")
     if args.json:
         with open(args.json, "w") as fh:

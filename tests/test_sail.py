@@ -3,7 +3,6 @@ input, the collector's cadence with whole episodes, exact resume and learning Ca
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -33,8 +33,8 @@ from ..memory import Collector, PrioritizedSampler, PriorityUpdater, ReplayBuffe
 from ..nets import DQN, DuelingHead
 from ..pipes import Pipe, pipe_to_device
 
-__all__ = ["DQN", "DuelingHead", "QTarget", "DoubleQTarget", "SAILTarget", "QLoss", "DQNAgent", "DQNLearner", "check_discrete",
-           "check_q_network"]
+__all__ = ["DQN", "DuelingHead", "QTarget", "DoubleQTarget", "SAILTarget", "QLoss", "DQNAgent", "DQNLearner",
+           "check_discrete", "check_q_network"]
 
 
 class QTarget(Pipe):

@@ -70,7 +70,8 @@ class EpisodeReturns(Pipe):
                                      "the steps of a GymStepper (GymDataPipe).")
             self._held = {k: np.empty((64, *v.shape[1:]), dtype=v.numpy().dtype) for k, v in fields.items()}
         elif fields.keys() != self._held.keys():
-            raise ValueError(f"EpisodeReturns: the steps changed fields, from {sorted(self._held)} to {sorted(fields)}.")
+            raise ValueError(f"EpisodeReturns: the steps changed fields, from {sorted(self._held)} to "
+                             f"{sorted(fields)}.")
         n, m = self._n, len(step)
         if n + m > len(self._held["env_id"]):
             size = max(2 * len(self._held["env_id"]), n + m)
