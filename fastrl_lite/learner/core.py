@@ -55,7 +55,8 @@ class Learner:
     RNGs of ranks other than 0 from the run seed and their rank before their first round, reduces
     each epoch's figures across the ranks and runs only rank 0's loggers (and, on every rank, those
     marked `every_rank`, which shape the loop rather than report it); a Ctrl-C on any rank stops
-    every rank after the same round, and a rank that raises ends every rank's `fit` with its error.
+    every rank after the same round, and a rank that raises ends every rank's `fit` with its error;
+    `eval_every` evaluates on rank 0 only.
     `save` has rank 0 write every rank's state (one file per rank, the shared models and optimizers
     once), and `load` gives each rank its own back, refusing a checkpoint of another number of ranks.
     """
@@ -128,6 +129,8 @@ class Learner:
         ranks = distributed.is_distributed()
         if ranks:
             self._start_ranks()
+            if not distributed.is_main():
+                eval_every = None  # rank 0 evaluates, and alone writes best_model_path
         loggers = self.loggers if not ranks or distributed.is_main() else \
             [logger for logger in self.loggers if getattr(logger, "every_rank", False)]
         for logger in loggers:
