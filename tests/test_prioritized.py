@@ -80,6 +80,24 @@ def test_sum_tree_find_matches_the_cumulative_sum(values, data):
     assert all(values[i] > 0 for i in found)  # a zero leaf is never drawn
 
 
+def test_a_large_sum_tree_matches_numpy_below_and_within_its_top_levels():
+    "20,000 leaves: 15 levels, the top 12 handled whole, the 3 below one indexed step at a time."
+    rng = np.random.default_rng(0)
+    tree, reference = SumTree(20_000), np.zeros(20_000)
+    assert tree.depth == 15 and tree.top_depth == 12
+    for _ in range(20):
+        idx = rng.integers(0, 20_000, 256)
+        values = rng.integers(0, 10, 256).astype(np.float64)
+        tree.set(idx.copy(), values)
+        for i, v in zip(idx, values):
+            reference[i] = v
+    assert np.array_equal(tree.leaves, reference) and tree.total == reference.sum()
+    first = tree.first_leaf
+    assert np.array_equal(tree.nodes[1:first], tree.nodes[2:2 * first:2] + tree.nodes[3:2 * first:2])
+    prefix = rng.integers(0, 2 * int(reference.sum()), 1000) / 2
+    assert np.array_equal(tree.find(prefix), np.searchsorted(np.cumsum(reference), prefix, side="right"))
+
+
 # -- sampling ------------------------------------------------------------------------------------
 
 def test_sampling_frequencies_are_proportional_to_priority():
