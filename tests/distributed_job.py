@@ -5,7 +5,8 @@ MODE `straight` fits 2 epochs, saves DIR/checkpoint.pt and fits 2 more; `resumed
 DIR/checkpoint.pt and fits 2 (so its last two epochs must equal `straight`'s); `raise` and `hang`
 make rank 1 raise, or stop answering, at gradient round 30, and `sigint` sends rank 1 alone a
 Ctrl-C there, during a fit that checkpoints to DIR/interrupted.pt; `other_world` loads
-DIR/checkpoint.pt (written by another number of ranks). Each rank writes what it saw to DIR/MODE.rankR.pt."""
+DIR/checkpoint.pt (written by another number of ranks); `same_data` fits 2 epochs with every rank
+seeded as rank 0 (the same episodes, the same samples), which must train exactly as one process. Each rank writes what it saw to DIR/MODE.rankR.pt."""
 import os
 import signal
 import sys
@@ -45,8 +46,12 @@ class FailAt(Pipe):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode, folder = sys.argv[1], Path(sys.argv[2])
+    if mode == "same_data":
+        import fastrl_lite.envs.core
+        distributed.rank_seed = fastrl_lite.envs.core.rank_seed = lambda seed, of_rank=None: seed
     distributed.init()
     learner = build(seed=0)
+    learner._ranks_seeded = mode == "same_data"  # so rank 1 keeps rank 0's RNG streams too
     checkpoint = folder / "checkpoint.pt"
     out = {"rank": distributed.rank(), "world": distributed.world_size()}
     if mode == "straight":
@@ -59,9 +64,9 @@ if __name__ == "__main__":
             learner.load(checkpoint)
         except CheckpointError as error:
             out["error"] = str(error)
-    else:
+    elif mode in ("raise", "hang", "sigint"):
         learner.pipe = FailAt(learner.pipe, 30, mode)
-    if mode in ("straight", "resumed", "raise", "hang", "sigint"):
+    if mode in ("straight", "resumed", "raise", "hang", "sigint", "same_data"):
         start = learner.batch
         if mode == "sigint":
             learner.fit(20, checkpoint_every=1, checkpoint_path=folder / "interrupted.pt")

@@ -84,6 +84,19 @@ def without_speed(history):
     return [{k: v for k, v in row.items() if k != "steps_per_s"} for row in history]
 
 
+def test_with_the_same_data_on_both_ranks_two_ranks_train_exactly_as_one_process(tmp_path):
+    "The averaged gradient of two equal gradients is that gradient, bit for bit: nothing else changes a round."
+    code, out, _ = torchrun(JOB, "same_data", tmp_path)
+    assert code == 0, out
+    learner = build(seed=0)
+    learner.fit(2)
+    one = learner.records.values("q_loss")
+    for rank in ranks(tmp_path, "same_data"):
+        assert len(rank["losses"]) == len(one) == 120 and torch.equal(rank["losses"], one)
+        for name, weight in learner.model.state_dict().items():
+            assert torch.equal(weight, rank["weights"][name])
+
+
 def test_resume_of_a_two_rank_run_in_new_processes_is_bit_exact(straight):
     files = sorted(p.name for p in straight.glob("checkpoint*.pt"))
     assert files == ["checkpoint.pt", "checkpoint.rank1.pt"]
