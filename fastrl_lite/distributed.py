@@ -78,8 +78,11 @@ def init(timeout: Optional[float] = None, backend: Optional[str] = None) -> bool
 
 
 def shutdown():
-    "Leave the process group (a no-op when there is none)."
+    """Leave the process group (a no-op when there is none), once every rank has come here: a rank
+    that tears its group down while another still finishes its run can abort in gloo's threads."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
