@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness import emit, run_worker
+from harness import emit, greedy_returns, run_worker
 
 SETTINGS = {
     ("td3", "LunarLanderContinuous-v3"): dict(
@@ -44,23 +44,6 @@ SETTINGS = {
         batch_size=512, tau=0.01, train_freq=32, gradient_steps=32, ent_coef=0.1, net_arch=[64, 64],
         sde_log_std_init=-3.67),
 }
-
-
-def greedy_returns(env_id: str, act, episodes: int):
-    "Returns of `episodes` greedy episodes, episode i on a fresh env seeded 10_000 + i."
-    import gymnasium as gym
-    env = gym.make(env_id)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=10_000 + i)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
 
 
 def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int):

@@ -72,3 +72,20 @@ def run_worker(script: str, args) -> dict:
         raise RuntimeError(f"{os.path.basename(script)} {' '.join(map(str, args))} failed "
                            f"with exit code {proc.returncode}")
     return json.loads(lines[-1][len(PREFIX):])
+
+
+def greedy_returns(env_id: str, act, episodes: int):
+    "Returns of `episodes` greedy episodes of `act` (obs -> env action), episode i on a fresh env seeded 10_000 + i."
+    import gymnasium as gym
+    env = gym.make(env_id)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=10_000 + i)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns

@@ -22,26 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from harness import build_learner, emit, run_worker
+from harness import build_learner, emit, greedy_returns, run_worker
 
 ENV_ID = "Pendulum-v1"
-
-
-def greedy_returns(act, episodes: int):
-    "Returns of `episodes` greedy episodes, episode i on a fresh env seeded 10_000 + i."
-    import gymnasium as gym
-    env = gym.make(ENV_ID)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=10_000 + i)
-        done, total = False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
 
 
 def run_fastrl_lite(algo: str, steps: int, seed: int, episodes: int):
@@ -58,7 +41,7 @@ def run_fastrl_lite(algo: str, steps: int, seed: int, episodes: int):
         out = agent(SimpleStep(state=torch.as_tensor(obs)[None]))
         return to_env(out["action"] if isinstance(out, dict) else out).numpy()[0]  # SAC's agent adds its log-prob
     with evaluating(actor):
-        returns = greedy_returns(act, episodes)
+        returns = greedy_returns(ENV_ID, act, episodes)
     return learner.env_steps, seconds, cpu_seconds, returns
 
 
@@ -79,7 +62,7 @@ def run_sb3(algo: str, steps: int, seed: int, episodes: int):
     start, cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    returns = greedy_returns(lambda obs: model.predict(obs, deterministic=True)[0], episodes)
+    returns = greedy_returns(ENV_ID, lambda obs: model.predict(obs, deterministic=True)[0], episodes)
     return model.num_timesteps, seconds, cpu_seconds, returns
 
 
