@@ -16,7 +16,7 @@ The settings (rl-zoo `hyperparams/td3.yml` and `sac.yml`):
   gives SB3 its gSDE as rl-zoo does, otherwise both libraries run plain SAC.
 Evaluation: 10 greedy episodes, episode i on a fresh env seeded 10_000 + i.
 
-    pip install box2d     # LunarLanderContinuous needs Box2D
+    pip install -c constraints.txt -e ".[bench]"   # SB3, and box2d for LunarLanderContinuous
     python benchmarks/continuous_long.py sac MountainCarContinuous-v0 [--steps N] [--seeds 0] [--sde]
     python benchmarks/continuous_long.py td3 LunarLanderContinuous-v3 [--steps N] [--seeds 0]
 """
