@@ -3,11 +3,9 @@ priorities landing on the drawn rows after the ring wraps, weighted losses, bad 
 TD3 with a prioritized buffer, and PER-DQN learning CartPole."""
 import copy
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.vector import AutoresetMode
 from hypothesis import given, settings, strategies as st
 from torch import nn
 from torchdata.nodes import IterableWrapper
@@ -20,6 +18,7 @@ from fastrl_lite.learner.actor_critic import ActorLossProcessor
 from fastrl_lite.memory import (Collector, PrioritizedSampler, PriorityUpdater, ReplayBuffer, SumTree,
                                 UniformSampler)
 from fastrl_lite.nets import Actor
+from bandit import bandit_env
 
 
 def steps(rewards):
@@ -321,24 +320,11 @@ def test_uniform_and_prioritized_runs_differ_and_the_loss_is_weighted():
     assert len(np.unique(leaves)) > 50  # priorities were fed back, not left at the max
 
 
-class Bandit(gym.Env):
-    "One step per episode: reward -(a - 3)² for the action a in [0, 5] the env receives."
-    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-    action_space = gym.spaces.Box(0.0, 5.0, (1,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        return np.zeros(1, np.float32), -float((float(action[0]) - 3.0) ** 2), True, False, {}
-
-
 def test_td3_with_a_prioritized_buffer_learns_the_bandit():
     "TD3's stages with the prioritized sampler swapped in and a PriorityUpdater after the critic loss."
     set_seed(0)
     actor, critics = Actor(1, 1, 64, 64), TwinCritic.of(1, 1, 64, 64)
-    env = gym.vector.SyncVectorEnv([Bandit], autoreset_mode=AutoresetMode.SAME_STEP)
+    env = bandit_env()
     stepper = GymStepper(env, TD3Agent(actor, noise_std=0.3), seed=0)
     buffer = ReplayBuffer(5000, sampler=PrioritizedSampler(alpha=0.6, beta0=0.4, beta_rounds=1500))
     t_critics, t_actor = copy.deepcopy(critics).requires_grad_(False), copy.deepcopy(actor).requires_grad_(False)

@@ -18,6 +18,7 @@ from fastrl_lite.algos.sac import (EntropyCoefficient, EntropyCoefficientLoss, S
                                    SoftTwinCriticLoss, SquashedGaussianActor, TwinCritic)
 from fastrl_lite.cli import main as cli_main
 from fastrl_lite.nets import Actor, squashed_gaussian_log_prob
+from bandit import bandit_env
 
 
 class LinearQ(nn.Module):
@@ -189,23 +190,11 @@ def test_log_prob_extras_ride_in_the_steps_and_the_replay(seeded):
 
 # actions in the env's units -----------------------------------------------------------------------------------
 
-class Bandit(gym.Env):
-    "One step per episode: reward -(a - 3)² for the action a in [0, 5] the env receives."
-    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-    action_space = gym.spaces.Box(0.0, 5.0, (1,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        return np.zeros(1, np.float32), -float((float(action[0]) - 3.0) ** 2), True, False, {}
-
 
 def test_sac_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
     set_seed(0)
     actor, critics = SquashedGaussianActor(1, 1, (64, 64)), TwinCritic.of(1, 1, 64, 64)
-    env = gym.vector.SyncVectorEnv([Bandit], autoreset_mode=AutoresetMode.SAME_STEP)
+    env = bandit_env()
     stepper = GymStepper(env, SACAgent(actor, random_steps=256), seed=0)
     learner = SACLearner(actor, critics, [stepper], learning_rate=3e-3, learning_starts=256, batch_size=64,
                          buffer_size=5000, batches=1000, tau=0.01)

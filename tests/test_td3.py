@@ -6,7 +6,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.vector import AutoresetMode
 from torch import nn
 from torchdata.nodes import IterableWrapper
 
@@ -14,6 +13,7 @@ from fastrl_lite import GymDataPipe, GymStepper, SimpleStep, TrainBatch, evaluat
 from fastrl_lite.algos.td3 import TD3Agent, TD3Learner, TwinCritic, TwinCriticLoss
 from fastrl_lite.cli import main as cli_main
 from fastrl_lite.nets import Actor, Critic
+from bandit import bandit_env
 
 
 class LinearQ(nn.Module):
@@ -103,23 +103,10 @@ def test_actor_and_targets_step_only_every_policy_delay_rounds():
     assert len(learner.records.values("actor_loss")) == 3 and len(learner.records.values("critic_loss")) == 9
 
 
-class Bandit(gym.Env):
-    "One step per episode: reward -(a - 3)² for the action a in [0, 5] the env receives."
-    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-    action_space = gym.spaces.Box(0.0, 5.0, (1,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        return np.zeros(1, np.float32), -float((float(action[0]) - 3.0) ** 2), True, False, {}
-
-
 def test_td3_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
     set_seed(0)
     actor, critics = Actor(1, 1, 64, 64), TwinCritic.of(1, 1, 64, 64)
-    env = gym.vector.SyncVectorEnv([Bandit], autoreset_mode=AutoresetMode.SAME_STEP)
+    env = bandit_env()
     stepper = GymStepper(env, TD3Agent(actor, noise_std=0.3), seed=0)
     learner = TD3Learner(actor, critics, [stepper], learning_starts=256, batch_size=64, buffer_size=5000,
                          batches=1500, gamma=0.99, tau=0.01)
