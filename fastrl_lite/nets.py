@@ -14,7 +14,7 @@ from torch.nn.modules import module as _module
 
 __all__ = ["DQN", "DuelingHead", "init_xavier_uniform_weights", "init_uniform_weights", "init_kaiming_normal_weights",
            "ddpg_conv2d_block", "Critic", "Actor", "check_state_size", "TwinCritic", "SquashedGaussianActor",
-           "squashed_gaussian_log_prob"]
+           "squashed_gaussian_log_prob", "through"]
 
 
 def _hooked(layers) -> bool:
@@ -26,6 +26,18 @@ def _hooked(layers) -> bool:
                 or _module._global_backward_hooks or _module._global_backward_pre_hooks
                 or any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
                        for m in layers))
+
+
+def through(layers, x: Tensor, watched=None) -> Tensor:
+    """`x` through `layers` in order. Where no hook is registered on them, on `watched` (the
+    containers that hold them) or globally, each layer's own `forward` runs directly (see `_hooked`)."""
+    if _hooked(layers) or (watched is not None and _hooked(watched)):
+        for layer in layers:
+            x = layer(x)
+        return x
+    for layer in layers:
+        x = layer.forward(x)
+    return x
 
 
 # Q-networks ----------------------------------------------------------------------------------------
@@ -63,14 +75,7 @@ class DQN(nn.Module):
         self._layers = [*self.body, self.head]  # a plain list: the modules stay registered once, above
 
     def forward(self, state: Tensor) -> Tensor:
-        x = state
-        if _hooked(self._layers):
-            for layer in self._layers:
-                x = layer(x)
-            return x
-        for layer in self._layers:  # see _hooked: each layer's own forward, without nn.Module's call machinery
-            x = layer.forward(x)
-        return x
+        return through(self._layers, state, (self.body,))
 
 
 # Actor-critic networks ------------------------------------------------------------------------------

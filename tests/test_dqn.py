@@ -181,3 +181,23 @@ def test_validate_uses_the_validation_pipeline_greedily():
     assert find_pipe(valid, GymStepper).episodes == 3
     fresh = learner.validate(3, env_ids=["CartPole-v1"])
     assert len(fresh["returns"]) == 3
+
+
+def test_networks_honour_hooks_on_their_layers_and_containers():
+    "The direct-forward fast path (nets.through) steps aside whenever a hook is registered."
+    from fastrl_lite.agents.policies import ActorCriticPolicy
+    import gymnasium as gym
+    torch.manual_seed(0)
+    net, x = DQN(4, 2), torch.randn(5, 4)
+    plain = net(x)
+    calls = []
+    handle = net.body.register_forward_hook(lambda m, inputs, out: calls.append("body"))
+    assert torch.equal(net(x), plain) and calls == ["body"]
+    handle.remove()
+    net.head.register_forward_pre_hook(lambda m, inputs: calls.append("head"))
+    assert torch.equal(net(x), plain) and calls == ["body", "head"]
+    space = gym.spaces.Box(-1, 1, (4,))
+    policy = ActorCriticPolicy(space, gym.spaces.Discrete(2))
+    value = policy.value(x)
+    policy.critic_body.register_forward_hook(lambda m, inputs, out: calls.append("critic"))
+    assert torch.equal(policy.value(x), value) and calls[-1] == "critic"
