@@ -28,15 +28,20 @@ def _hooked(layers) -> bool:
                        for m in layers))
 
 
-def through(layers, x: Tensor, watched=None) -> Tensor:
-    """`x` through `layers` in order. Where no hook is registered on them, on `watched` (the
-    containers that hold them) or globally, each layer's own `forward` runs directly (see `_hooked`)."""
-    if _hooked(layers) or (watched is not None and _hooked(watched)):
-        for layer in layers:
-            x = layer(x)
+def through(parts, x: Tensor) -> Tensor:
+    """`x` through `parts` in order, each a layer or an `nn.Sequential` of layers. Where no hook is
+    registered on a part, on a layer inside one, or globally, each layer's own `forward` runs
+    directly (see `_hooked`); otherwise every part is called as usual, so its hooks fire."""
+    if _hooked(parts) or any(_hooked(p) for p in parts if isinstance(p, nn.Sequential)):
+        for part in parts:
+            x = part(x)
         return x
-    for layer in layers:
-        x = layer.forward(x)
+    for part in parts:
+        if isinstance(part, nn.Sequential):
+            for layer in part:
+                x = layer.forward(x)
+        else:
+            x = part.forward(x)
     return x
 
 
@@ -72,10 +77,10 @@ class DQN(nn.Module):
         self.body = nn.Sequential(*layers)
         self.dueling = dueling
         self.head = DuelingHead(width, action_sz) if dueling else nn.Linear(width, action_sz)
-        self._layers = [*self.body, self.head]  # a plain list: the modules stay registered once, above
+        self._parts = (self.body, self.head)  # a plain tuple: the modules stay registered once, above
 
     def forward(self, state: Tensor) -> Tensor:
-        return through(self._layers, state, (self.body,))
+        return through(self._parts, state)
 
 
 # Actor-critic networks ------------------------------------------------------------------------------

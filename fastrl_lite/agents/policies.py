@@ -100,27 +100,24 @@ class ActorCriticPolicy(nn.Module):
             layer_init(self.action_head, 0.01)
             layer_init(self.value_head, 1.0)
         self.log_std = nn.Parameter(torch.full((out,), float(log_std_init))) if self.continuous else None
-        # plain lists (the modules stay registered once, above) for nets.through
-        self._actor = [*self.actor_body, self.action_head]
-        self._critic = [*self.critic_body, self.value_head]
-        self._bodies = (self.actor_body, self.critic_body)
+        # plain tuples (the modules stay registered once, above) for nets.through
+        self._actor, self._critic = (self.actor_body, self.action_head), (self.critic_body, self.value_head)
 
     def _heads(self, state: Tensor) -> Tuple[Tensor, Tensor]:
         "The action head's output (logits or means) and V(s), [B]."
         state = state.reshape(state.shape[0], -1)
         if self.shared:
-            features = through(self._actor[:-1], state, self._bodies)
-            return (through(self._actor[-1:], features, self._bodies),
-                    through(self._critic[-1:], features, self._bodies).squeeze(-1))
-        return through(self._actor, state, self._bodies), through(self._critic, state, self._bodies).squeeze(-1)
+            features = through(self._actor[:1], state)
+            return through(self._actor[1:], features), through(self._critic[1:], features).squeeze(-1)
+        return through(self._actor, state), through(self._critic, state).squeeze(-1)
 
     def value(self, state: Tensor) -> Tensor:
         "V(s), [B]."
-        return through(self._critic, state.reshape(state.shape[0], -1), self._bodies).squeeze(-1)
+        return through(self._critic, state.reshape(state.shape[0], -1)).squeeze(-1)
 
     def forward(self, state: Tensor) -> Tensor:
         "The greedy action: the most likely action, or the Gaussian's mean."
-        out = through(self._actor, state.reshape(state.shape[0], -1), self._bodies)
+        out = through(self._actor, state.reshape(state.shape[0], -1))
         return out if self.continuous else out.argmax(-1)
 
     def log_prob_entropy(self, out: Tensor, action: Tensor, entropy: bool = True
