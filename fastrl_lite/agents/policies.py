@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import register_field
-from ..nets import through
+from ..nets import through, watched
 from ..pipes import Pipe
 from .core import AgentBase, AgentHead, StepFieldSelector
 
@@ -102,22 +102,24 @@ class ActorCriticPolicy(nn.Module):
         self.log_std = nn.Parameter(torch.full((out,), float(log_std_init))) if self.continuous else None
         # plain tuples (the modules stay registered once, above) for nets.through
         self._actor, self._critic = (self.actor_body, self.action_head), (self.critic_body, self.value_head)
+        self._watched = watched(self._actor + self._critic)
 
     def _heads(self, state: Tensor) -> Tuple[Tensor, Tensor]:
         "The action head's output (logits or means) and V(s), [B]."
         state = state.reshape(state.shape[0], -1)
         if self.shared:
-            features = through(self._actor[:1], state)
-            return through(self._actor[1:], features), through(self._critic[1:], features).squeeze(-1)
-        return through(self._actor, state), through(self._critic, state).squeeze(-1)
+            features = through(self._actor[:1], state, self._watched)
+            return (through(self._actor[1:], features, self._watched),
+                    through(self._critic[1:], features, self._watched).squeeze(-1))
+        return through(self._actor, state, self._watched), through(self._critic, state, self._watched).squeeze(-1)
 
     def value(self, state: Tensor) -> Tensor:
         "V(s), [B]."
-        return through(self._critic, state.reshape(state.shape[0], -1)).squeeze(-1)
+        return through(self._critic, state.reshape(state.shape[0], -1), self._watched).squeeze(-1)
 
     def forward(self, state: Tensor) -> Tensor:
         "The greedy action: the most likely action, or the Gaussian's mean."
-        out = through(self._actor, state.reshape(state.shape[0], -1))
+        out = through(self._actor, state.reshape(state.shape[0], -1), self._watched)
         return out if self.continuous else out.argmax(-1)
 
     def log_prob_entropy(self, out: Tensor, action: Tensor, entropy: bool = True
