@@ -40,6 +40,11 @@ def through(parts, x: Tensor, modules=None) -> Tensor:
         for part in parts:
             x = part(x)
         return x
+    return _direct(parts, x)
+
+
+def _direct(parts, x: Tensor) -> Tensor:
+    "`through` once no hook is known to be registered."
     for part in parts:
         if isinstance(part, nn.Sequential):
             for layer in part:
@@ -190,12 +195,15 @@ class Critic(nn.Module):
         self.head = head_layer(hidden2, 1)
         self.apply(weight_init_fn)
         self.head.apply(final_layer_init_fn)
+        self._parts = (self.layer1, self.layer2, self.head)  # plain tuples for nets.through
+        self._watched = watched((self.input_norm, *self._parts))
 
     def forward(self, state: Tensor, action: Tensor) -> Tensor:
         if self.conv_block is not None:
             return self.head(self.layer2(torch.cat((self.layer1(self.conv_block(_as_float(state))), action), -1)))
-        x = torch.cat((self.input_norm(state), action), -1)
-        return self.head(self.layer2(self.layer1(x)))
+        if _hooked(self._watched):
+            return self.head(self.layer2(self.layer1(torch.cat((self.input_norm(state), action), -1))))
+        return _direct(self._parts, torch.cat((self.input_norm.forward(state), action), -1))
 
 
 class Actor(nn.Module):
@@ -218,11 +226,13 @@ class Actor(nn.Module):
         self.head = head_layer(hidden2, action_sz)
         self.apply(weight_init_fn)
         self.head.apply(final_layer_init_fn)
+        self._parts = (self.body, self.head)  # plain tuples for nets.through
+        self._watched = watched(self._parts)
 
     def forward(self, state: Tensor) -> Tensor:
         if self.conv_block is not None:
             state = self.conv_block(_as_float(state))
-        return torch.tanh(self.head(self.body(state)))
+        return torch.tanh(through(self._parts, state, self._watched))
 
 
 def check_state_size(model: nn.Module, space: gym.spaces.Space, name: str):
@@ -319,10 +329,14 @@ class SquashedGaussianActor(nn.Module):
         self.body = nn.Sequential(*layers)
         self.mu = nn.Linear(width, action_sz)
         self.log_std = nn.Linear(width, action_sz)
+        self._watched = watched((self.body, self.mu, self.log_std))  # for nets.through
 
     def forward(self, state: Tensor) -> Tuple[Tensor, Tensor]:
-        x = self.body(state)
-        return self.mu(x), self.log_std(x).clamp(self.log_std_min, self.log_std_max)
+        if _hooked(self._watched):
+            x = self.body(state)
+            return self.mu(x), self.log_std(x).clamp(self.log_std_min, self.log_std_max)
+        x = _direct((self.body,), state)
+        return self.mu.forward(x), self.log_std.forward(x).clamp(self.log_std_min, self.log_std_max)
 
     def sample(self, state: Tensor) -> Tuple[Tensor, Tensor]:
         "A reparameterised action tanh(μ + σ ε), ε ~ 𝒩(0, I), and its log-prob, [B, action_sz] and [B]."

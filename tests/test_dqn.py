@@ -201,3 +201,13 @@ def test_networks_honour_hooks_on_their_layers_and_containers():
     value = policy.value(x)
     policy.critic_body.register_forward_hook(lambda m, inputs, out: calls.append("critic"))
     assert torch.equal(policy.value(x), value) and calls[-1] == "critic"
+    from fastrl_lite.nets import Actor, Critic, SquashedGaussianActor
+    a = torch.rand(5, 2)
+    for net, args, inner in ((Critic(4, 2), (x, a), "layer1"), (Actor(4, 2), (x,), "head"),
+                             (SquashedGaussianActor(4, 2), (x,), "log_std")):
+        plain = net(*args)
+        getattr(net, inner).register_forward_hook(lambda m, inputs, out: calls.append(inner))
+        again = net(*args)
+        assert calls[-1] == inner
+        for p, q in zip(plain if isinstance(plain, tuple) else (plain,), again if isinstance(again, tuple) else (again,)):
+            assert torch.equal(p, q)
