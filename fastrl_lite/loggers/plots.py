@@ -81,16 +81,17 @@ def learning_curve_stats(runs: Sequence[np.ndarray], grid: Optional[np.ndarray] 
 
 def plot_learning_curves(runs: Dict[str, Sequence[np.ndarray]], path=None, title: str = "Learning curves",
                          points: int = 200, window: int = 10, spread: str = "std", ax=None,
-                         xlabel: str = "env steps", ylabel: str = "return"):
+                         xlabel: str = "env steps", ylabel: str = "return", grid=None):
     """One line per label: the mean over its runs (seeds) with the spread shaded, from
     `learning_curve_stats`. `runs` maps a label to a list of `(env_step, return)` arrays, one per
-    seed. Saves a PNG to `path` when given; returns the matplotlib axes."""
+    seed; `grid` (optional) the x values to compare them at. Saves a PNG to `path` when given;
+    returns the matplotlib axes."""
     if not runs:
         raise ValueError("plot_learning_curves needs at least one label with runs.")
     ax = ax if ax is not None else _new_axes(path)
     describe = {"std": "± std", "sem": "± s.e.m.", "minmax": "min–max"}.get(spread, spread)
     for label, label_runs in runs.items():
-        stats = learning_curve_stats(label_runs, points=points, window=window, spread=spread)
+        stats = learning_curve_stats(label_runs, grid=grid, points=points, window=window, spread=spread)
         line, = ax.plot(stats["grid"], stats["mean"], label=f"{label} ({len(label_runs)} seed{'' if len(label_runs) == 1 else 's'})")
         ax.fill_between(stats["grid"], stats["lower"], stats["upper"], color=line.get_color(), alpha=0.2)
     smoothing = f", {window}-episode mean" if window > 1 else ""
