@@ -19,13 +19,18 @@ Evaluation: 10 greedy episodes, episode i on a fresh env seeded 10_000 + i.
     pip install -c constraints.txt -e ".[bench]"   # SB3, and box2d for LunarLanderContinuous
     python benchmarks/continuous_long.py sac MountainCarContinuous-v0 [--steps N] [--seeds 0] [--sde]
     python benchmarks/continuous_long.py td3 LunarLanderContinuous-v3 [--steps N] [--seeds 0]
+    python benchmarks/continuous_long.py td3 MountainCarContinuous-v0 --side-by-side --threads 1
+
+By default the runs alternate, one at a time. With `--side-by-side` each seed's two runs start
+together, one process per library, so on a 2-core machine with one torch thread each they share the
+same machine conditions throughout and the pair takes half the wall time.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-from harness import emit, greedy_returns, run_worker
+from harness import collect, emit, greedy_returns, start_worker
 
 SETTINGS = {
     ("td3", "LunarLanderContinuous-v3"): dict(
@@ -131,6 +136,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--sde", action="store_true", help="give SB3's SAC rl-zoo's gSDE where rl-zoo uses it")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run each seed's libraries at the same time, one process each (use --threads 1 on "
+                             "2 cores); both then see the same machine, and a pair takes half the wall time")
     parser.add_argument("--libs", nargs="+", default=["fastrl_lite", "sb3"], choices=["fastrl_lite", "sb3"])
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,16 +157,25 @@ def main():
               "returns": returns})
         return
     results = []
+
+    def report(r):
+        results.append(r)
+        print(f"{r['lib']:12s} seed {r['seed']}: greedy {r['greedy_mean']:8.1f}  {r['steps_per_s']:6.1f} env steps/s "
+              f"({r['seconds']:.0f} s wall, {r['cpu_seconds']:.0f} s CPU)", flush=True)
     for seed in args.seeds:
+        workers = []
         for lib in args.libs:
             extra = ["--sde"] if args.sde else []
-            r = run_worker(__file__, [args.algo, args.env, "--worker", lib, "--steps", steps, "--seeds", seed,
-                                      "--threads", args.threads, "--episodes", args.episodes, *extra])
-            results.append(r)
-            print(f"{lib:12s} seed {seed}: greedy {r['greedy_mean']:8.1f}  {r['steps_per_s']:6.1f} env steps/s "
-                  f"({r['seconds']:.0f} s wall, {r['cpu_seconds']:.0f} s CPU)", flush=True)
+            workers.append(start_worker(__file__, [args.algo, args.env, "--worker", lib, "--steps", steps,
+                                                   "--seeds", seed, "--threads", args.threads,
+                                                   "--episodes", args.episodes, *extra]))
+            if not args.side_by_side:
+                report(collect(workers.pop()))
+        for worker in workers:
+            report(collect(worker))
     print(f"\n{args.algo.upper()} on {args.env}: {steps} env steps, {args.threads} torch thread(s)"
-          f"{', SB3 with gSDE' if args.sde else ''}")
+          f"{', SB3 with gSDE' if args.sde else ''}"
+          f"{', the libraries side by side (one process each, at the same time)' if args.side_by_side else ''}")
     speed = {}
     for lib in args.libs:
         runs = [r for r in results if r["lib"] == lib]

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 
 PREFIX = "RESULT "
 
@@ -63,15 +64,32 @@ def fastrl_lite_run(algo: str, env_id: str, steps: int, seed: int) -> dict:
             "cpu_seconds": cpu_seconds, "last_returns": float(last.mean()) if len(last) else float("nan")}
 
 
+def start_worker(script: str, args) -> subprocess.Popen:
+    "Start `script` with `args` in a new Python process; `collect` waits for it and returns its result."
+    # output goes to files, not pipes: a worker that fills a pipe nobody reads yet would stall
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([sys.executable, os.path.abspath(script), *map(str, args)], stdout=out, stderr=err,
+                            text=True)
+    proc.label, proc.files = f"{os.path.basename(script)} {' '.join(map(str, args))}", (out, err)
+    return proc
+
+
+def collect(proc: subprocess.Popen) -> dict:
+    "Wait for a worker started by `start_worker` and return the result it emitted."
+    proc.wait()
+    out, err = (f.seek(0) or f.read() for f in proc.files)
+    for f in proc.files:
+        f.close()
+    lines = [line for line in out.splitlines() if line.startswith(PREFIX)]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(out + err)
+        raise RuntimeError(f"{proc.label} failed with exit code {proc.returncode}")
+    return json.loads(lines[-1][len(PREFIX):])
+
+
 def run_worker(script: str, args) -> dict:
     "Run `script` with `args` in a new Python process and return the result it emitted."
-    proc = subprocess.run([sys.executable, os.path.abspath(script), *map(str, args)], capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(PREFIX)]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise RuntimeError(f"{os.path.basename(script)} {' '.join(map(str, args))} failed "
-                           f"with exit code {proc.returncode}")
-    return json.loads(lines[-1][len(PREFIX):])
+    return collect(start_worker(script, args))
 
 
 def greedy_returns(env_id: str, act, episodes: int):

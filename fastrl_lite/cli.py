@@ -21,7 +21,7 @@ from gymnasium.error import DependencyNotInstalled
 
 from . import distributed
 from .core import set_seed
-from .envs import GymDataPipe, check_env_id, make_vec_env
+from .envs import GymDataPipe, check_env_id, make_env, make_vec_env
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
 from .presets import parse_overrides, resolve
 
@@ -77,8 +77,15 @@ def _net_arch(hp: Dict):
 
 
 def _probe(env_id: str):
+    "A one-env vector env of `env_id` (observations flattened where they are not arrays) and its observation size."
     env = make_vec_env(env_id)
-    return env, int(torch.Size(env.single_observation_space.shape).numel())
+    shape = tuple(env.single_observation_space.shape)
+    if len(shape) != 1:
+        env.close()
+        raise ValueError(f"{env_id} observes arrays of shape {shape}, and `fastrl-lite train` builds MLPs over flat "
+                         "vector observations. Train on an env with vector observations, or build a network for "
+                         "these (e.g. a conv block) with the Python API.")
+    return env, shape[0]
 
 
 # ---------------------------------------------------------------- one builder per algorithm
@@ -451,7 +458,7 @@ def show_episode(learner, env_id: str, seed: int) -> float:
     import numpy as np
     from .core import evaluating
     from .loggers.video import _greedy_policy, _to_env_action
-    env = gym.make(env_id, render_mode="human")
+    env = make_env(env_id, render_mode="human")
     policy, model = _greedy_policy(learner, env.action_space)
     try:
         obs, _ = env.reset(seed=seed)

@@ -235,6 +235,13 @@ class Actor(nn.Module):
         return torch.tanh(through(self._parts, state, self._watched))
 
 
+def flat_only(name: str, shape: Tuple[int, ...]) -> str:
+    "The error for an MLP given observations that are not one vector."
+    return (f"The {name} is an MLP over flat observations, but the env observes arrays of shape {shape}. Flatten "
+            "them with make_vec_env(..., wrappers=[gymnasium.wrappers.FlattenObservation]), or, for images, give the "
+            f"network a conv block (ddpg_conv2d_block({shape}) for DDPG's Actor and Critic).")
+
+
 def check_state_size(model: nn.Module, space: gym.spaces.Space, name: str):
     "The model's input must fit the env's observations: say how to build it when it does not."
     shape = tuple(space.shape)
@@ -244,6 +251,8 @@ def check_state_size(model: nn.Module, space: gym.spaces.Space, name: str):
         if getattr(model, "state_sz", size) != size:
             raise ValueError(f"{name}(state_sz={model.state_sz}) but the observations have shape {shape} "
                              f"({size} values); build it as {name}({size}, ...).")
+        if len(shape) != 1 and hasattr(model, "state_sz"):
+            raise ValueError(flat_only(name, shape))
         return
     device = next(model.parameters()).device
     was_training = conv_block.training

@@ -170,6 +170,16 @@ def test_an_env_without_a_preset_says_it_runs_on_the_defaults(tmp_path):
     assert hp["learning_rate"] == 1e-4 and hp["train_freq"] == 4 and hp["net_arch"] == [64, 64]
 
 
+def test_an_env_with_discrete_observations_trains_on_their_one_hot_vectors(tmp_path):
+    # FrozenLake observes Discrete(16): every stage (training, greedy evaluation, the GIF, `eval`)
+    # sees it one-hot, as a vector of 16
+    out = tmp_path / "lake"
+    cli("train", "dqn", "--env", "FrozenLake-v1", "--steps", 1100, "--out", out, "--eval-episodes", 2, *SMALL)
+    assert (out / "episode.gif").read_bytes()[:3] == b"GIF"
+    done = cli("eval", out, "--episodes", 2)
+    assert "over 2 greedy episodes" in done.stdout
+
+
 def test_the_zoo_preset_and_target_updates_in_rounds(tmp_path):
     done = cli("train", "dqn", "--preset", "zoo", "--steps", 1100, "--out", tmp_path / "zoo", "--eval-episodes", 1,
                "--hp", "target_update_rounds=50", *SMALL)

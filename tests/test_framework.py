@@ -3,6 +3,7 @@ import copy
 import math
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -158,6 +159,70 @@ def test_bad_nstep_settings():
         GymDataPipe(["CartPole-v1"], nsteps=3)
     with pytest.raises(ValueError, match="nsteps must be >= 1"):
         NStepper(steps_from([]), n=0)
+
+
+class ImageObservations(gym.Env):
+    "Observes a 4x4x3 uint8 picture, as pixel envs do."
+    observation_space = gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros((4, 4, 3), np.uint8), {}
+
+    def step(self, action):
+        return np.zeros((4, 4, 3), np.uint8), 1.0, False, False, {}
+
+
+def test_observations_that_are_not_arrays_arrive_as_one_vector():
+    # Discrete(16) -> one-hot of 16, as SB3 encodes it; FrozenLake starts in cell 0
+    env = make_vec_env("FrozenLake-v1", num_envs=2)
+    assert env.single_observation_space.shape == (16,)
+    obs, _ = env.reset(seed=0)
+    assert obs.tolist() == [[1] + [0] * 15] * 2
+    # Tuple(Discrete(32), Discrete(11), Discrete(2)) -> 45 values, three of them 1
+    step = next(iter(GymDataPipe(["Blackjack-v1"], seed=0, n=4)))
+    assert step.state.shape == (1, 45) and step.state.dtype == torch.float32 and step.state.sum().item() == 3
+    assert make_vec_env("FrozenLake-v1", flatten_observations=False).single_observation_space == gym.spaces.Discrete(16)
+    from fastrl_lite.envs import make_env
+    assert make_env("FrozenLake-v1").observation_space.shape == (16,)
+
+
+def test_an_mlp_refuses_observations_that_are_not_one_vector():
+    from fastrl_lite.algos.dqn import DQN, DQNLearner, DQNAgent
+    from fastrl_lite.nets import Actor, Critic
+    gym.register("ImageObservations-v0", entry_point=ImageObservations, max_episode_steps=5)
+    try:
+        model = DQN(48, 2)
+        dl = GymDataPipe(["ImageObservations-v0"], agent=DQNAgent(model), seed=0, n=8)
+        with pytest.raises(ValueError, match=r"MLP over flat observations.*shape \(4, 4, 3\).*FlattenObservation"):
+            DQNLearner(model, [dl])
+        # flattened, the same network trains
+        env = make_vec_env("ImageObservations-v0", wrappers=[gym.wrappers.FlattenObservation])
+        learner = DQNLearner(model, [GymStepper(env, DQNAgent(model), seed=0, n=64)], bs=8, warmup=8)
+        learner.fit(1)
+        assert learner.env_steps == 64
+        with pytest.raises(ValueError, match="MLP over flat observations"):
+            from fastrl_lite.learner.wiring import check_actor_critic_sizes
+            stepper = GymStepper(make_vec_env("ImageObservations-v0"), seed=0)
+            check_actor_critic_sizes(stepper, gym.spaces.Box(-1, 1, (1,)), Actor(48, 1), [Critic(48, 1)])
+        from fastrl_lite import cli
+        with pytest.raises(ValueError, match=r"observes arrays of shape \(4, 4, 3\).*MLPs over flat"):
+            cli._probe("ImageObservations-v0")
+    finally:
+        gym.registry.pop("ImageObservations-v0")
+
+
+def test_a_buffer_larger_than_the_free_memory_is_refused_before_it_is_allocated():
+    from fastrl_lite.memory.buffer import TensorStorage
+    storage = TensorStorage(10 ** 9)
+    with pytest.raises(MemoryError, match=r"needs 3725\.3 GiB on cpu for its rows \(state \(1000,\) float32\).*"
+                                          r"smaller buffer_size"):
+        storage.write(SimpleStep(state=torch.zeros(1, 1000)), 0, 1)
+    assert storage.tensors == {}
+    storage.max_sz = 4  # nothing was kept from the refused write: a fitting one goes through
+    storage.write(SimpleStep(state=torch.ones(1, 1000)), 0, 1)
+    assert storage.tensors["state"].shape == (4, 1000)
 
 
 def test_unknown_env_id_suggests_close_ids():

@@ -30,7 +30,7 @@ from ..learner import Learner, LossCollector, TargetModelUpdater, Update, bootst
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
 from ..learner.wiring import check_agent, check_bootstrap, check_gamma, env_pipeline, make_optimizer
 from ..memory import Collector, PrioritizedSampler, PriorityUpdater, ReplayBuffer
-from ..nets import DQN, DuelingHead
+from ..nets import DQN, DuelingHead, flat_only
 from ..pipes import Pipe, pipe_to_device
 
 __all__ = ["DQN", "DuelingHead", "QTarget", "DoubleQTarget", "SAILTarget", "QLoss", "DQNAgent", "DQNLearner",
@@ -190,6 +190,8 @@ def check_q_network(model: nn.Module, env, n_actions: int):
             raise ValueError(f"{type(model).__name__}(state_sz={state_sz}, action_sz={action_sz}) does not fit this env: "
                              f"its observations have {size} values and it has {n_actions} actions; build it as "
                              f"{type(model).__name__}({size}, {n_actions}).")
+        if len(shape) != 1:
+            raise ValueError(flat_only(type(model).__name__, shape))
         return
     probe = next(model.parameters(), None)
     was_training = model.training

@@ -15,7 +15,7 @@ from ..core import SimpleStep
 from ..distributed import rank_seed
 from ..pipes import Pipe
 
-__all__ = ["GymStepper", "make_vec_env", "check_env_id"]
+__all__ = ["GymStepper", "make_env", "make_vec_env", "check_env_id"]
 
 
 def check_env_id(env_id: str) -> str:
@@ -28,10 +28,37 @@ def check_env_id(env_id: str) -> str:
                      "`gymnasium.pprint_registry()` lists every registered id.")
 
 
+def _flat_observations(env: gym.Env) -> gym.Env:
+    """`env` itself when it observes arrays (a `Box`); otherwise wrapped in gymnasium's
+    `FlattenObservation`, so a Discrete observation arrives one-hot and a Tuple or Dict of spaces as
+    one vector, as the networks take them."""
+    if isinstance(env.observation_space, gym.spaces.Box):
+        return env
+    try:
+        gym.spaces.flatten_space(env.observation_space)
+    except NotImplementedError as error:
+        raise ValueError(f"{env.spec.id if env.spec else env}: observations of {env.observation_space} cannot be made "
+                         "into one vector; the networks need Box (array) observations.") from error
+    return gym.wrappers.FlattenObservation(env)
+
+
+def make_env(env_id: str, flatten_observations: bool = True, **env_kwargs) -> gym.Env:
+    """`gymnasium.make(env_id, **env_kwargs)`, its observations flattened as `make_vec_env` flattens
+    them: the single env that greedy evaluation, GIF recording and `enjoy` play."""
+    env = gym.make(check_env_id(env_id), **env_kwargs)
+    return _flat_observations(env) if flatten_observations else env
+
+
 def make_vec_env(env_ids: Union[str, Sequence[str]], num_envs: int = 1, async_envs: bool = False,
-                 include_images: bool = False, wrappers: Sequence[Callable] = (), **env_kwargs) -> gym.vector.VectorEnv:
+                 include_images: bool = False, wrappers: Sequence[Callable] = (), flatten_observations: bool = True,
+                 **env_kwargs) -> gym.vector.VectorEnv:
     """A vector env with `num_envs` copies of each id in `env_ids`, autoresetting in `SAME_STEP` mode
-    so the true final observation of an episode is reported with the step that ended it."""
+    so the true final observation of an episode is reported with the step that ended it.
+
+    `wrappers` are applied to each env in order. Then, with `flatten_observations`, an env whose
+    observations are not arrays (Discrete, MultiDiscrete, MultiBinary, Tuple, Dict) gets gymnasium's
+    `FlattenObservation`: a Discrete(n) observation becomes a one-hot vector of n values (as
+    Stable-Baselines3 encodes it), a Tuple or Dict the concatenation of its parts."""
     env_ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
     if not env_ids:
         raise ValueError("Give at least one environment id, e.g. ['CartPole-v1'].")
@@ -47,7 +74,7 @@ def make_vec_env(env_ids: Union[str, Sequence[str]], num_envs: int = 1, async_en
             env = gym.make(env_id, **env_kwargs)
             for wrapper in wrappers:
                 env = wrapper(env)
-            return env
+            return _flat_observations(env) if flatten_observations else env
         return make
 
     fns = [env_fn(env_id) for env_id in env_ids for _ in range(num_envs)]

@@ -25,6 +25,33 @@ def _numpy_view(tensor: Tensor):
         return None
 
 
+def available_memory(device: torch.device) -> Optional[int]:
+    "Bytes that can still be allocated on `device`: Linux's MemAvailable on the CPU, the free memory on CUDA."
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+    return None
+
+
+def check_memory(shapes: Dict[str, Tuple[Tuple[int, ...], torch.dtype]], device: torch.device, what: str):
+    """Refuse, before allocating, tensors of `shapes` that need more memory than `device` has free,
+    rather than failing in the allocator or being killed once the rows fill up."""
+    need = sum(torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+               for shape, dtype in shapes.values())
+    free = available_memory(device)
+    if free is not None and need > free:
+        rows = ", ".join(f"{k} {tuple(shape[1:])} {str(dtype).replace('torch.', '')}" for k, (shape, dtype) in shapes.items())
+        raise MemoryError(f"{what} needs {need / 2**30:.1f} GiB on {device} for its rows ({rows}), but only "
+                          f"{free / 2**30:.1f} GiB are available. Give it fewer rows (e.g. a smaller buffer_size).")
+
+
 class TensorStorage:
     """`max_sz` rows per field in preallocated tensors on `device`, allocated on the first write from
     that step's shapes and dtypes. `fields` names the fields kept; None keeps every field the first
@@ -52,8 +79,9 @@ class TensorStorage:
         if not kept:
             raise ValueError(f"None of the step's fields {sorted(step.fields())} is stored by this buffer "
                              f"(fields={self.fields}).")
-        self.tensors = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
-                        for k, v in kept.items()}
+        shapes = {k: ((self.max_sz, *v.shape[1:]), v.dtype) for k, v in kept.items()}
+        check_memory(shapes, self.device, f"{type(self).__name__}(max_sz={self.max_sz})")
+        self.tensors = {k: torch.empty(shape, dtype=dtype, device=self.device) for k, (shape, dtype) in shapes.items()}
 
     def _make_plan(self):
         "What a write needs per field, worked out once instead of on every env step."
