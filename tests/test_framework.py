@@ -186,6 +186,8 @@ def test_observations_that_are_not_arrays_arrive_as_one_vector():
     assert make_vec_env("FrozenLake-v1", flatten_observations=False).single_observation_space == gym.spaces.Discrete(16)
     from fastrl_lite.envs import make_env
     assert make_env("FrozenLake-v1").observation_space.shape == (16,)
+    with pytest.raises(ValueError, match=r"observes Discrete\(16\).*make_vec_env"):
+        GymStepper(make_vec_env("FrozenLake-v1", flatten_observations=False))
 
 
 def test_an_mlp_refuses_observations_that_are_not_one_vector():

@@ -110,6 +110,10 @@ class GymStepper(Pipe):
         self.check_finite = check_finite
         if n is not None and n < 1:
             raise ValueError(f"n (the env steps to run) must be >= 1, or None for no limit; got {n}.")
+        if not isinstance(env.single_observation_space, gym.spaces.Box):
+            raise ValueError(f"GymStepper stores array (Box) observations, this env observes "
+                             f"{env.single_observation_space}. Build it with make_vec_env(env_id), which flattens "
+                             "them into one vector, or wrap each env in gymnasium.wrappers.FlattenObservation.")
         self.env, self.agent, self.seed = env, agent, seed
         self.include_images, self.n = include_images, n
         to_env = getattr(agent, "to_env", None)
