@@ -142,6 +142,24 @@ def test_noise_is_per_env_and_off_in_eval(seeded):
         list(OrnsteinUhlenbeck(IterableWrapper(torch.zeros(2, 1, 3)), action_sz=2))
 
 
+def test_ornstein_uhlenbeck_starts_a_fresh_process_for_each_episode(seeded):
+    # the paper initialises a new random process per episode: the stepper tells the agent which envs ended
+    actor = Actor(3, 1, 16, 16)
+    agent = DDPGAgent(actor, exploration=partial(OrnsteinUhlenbeck, sigma=0.5, min_epsilon=1))
+    ou = find_pipe(agent, OrnsteinUhlenbeck)
+    stepper = GymStepper(make_vec_env("Pendulum-v1", num_envs=2, max_episode_steps=5), agent, seed=0)
+    for _ in range(4):
+        stepper.step()
+    assert (ou.x != 0).all()
+    step = stepper.step()  # the fifth step truncates both episodes
+    assert step.truncated.all() and torch.equal(ou.x, torch.zeros(2, 1))
+    stepper.step()
+    assert (ou.x != 0).all()
+    kept = ou.x[1].clone()
+    agent.episode_ended(torch.tensor([True, False]))  # one env's episode ends: only its row restarts
+    assert ou.x[0].item() == 0 and torch.equal(ou.x[1], kept)
+
+
 def test_exploration_comparison_logger():
     logger = ExplorationComparisonLogger(GaussianNoise(IterableWrapper(torch.zeros(30, 2)), ret_original=True))
     out = list(logger)

@@ -47,7 +47,9 @@ class OrnsteinUhlenbeck(_EpsilonNoise):
 
         x ← x + θ (μ - x) dt + σ √dt 𝒩(0, 1),   a = μ(s) + ε x
 
-    One process runs per row of the action batch (per env). θ=0.15, σ=0.2 are the paper's values."""
+    One process runs per row of the action batch (per env), and a row starts afresh at μ when its
+    env's episode ends (`episode_ended`, called by the stepper through the agent), as the paper
+    initialises a new random process for each episode. θ=0.15, σ=0.2 are the paper's values."""
 
     def __init__(self, source, action_sz: Optional[int] = None, mu: float = 0.0, theta: float = 0.15,
                  sigma: float = 0.2, dt: float = 1e-2, min_epsilon: float = 0.2, max_epsilon: float = 1.0,
@@ -65,6 +67,11 @@ class OrnsteinUhlenbeck(_EpsilonNoise):
             self.x = torch.full_like(action, self.mu)
         self.x += self.theta * (self.mu - self.x) * self.dt + self.sigma * self.dt ** 0.5 * torch.randn_like(action)
         return self.x
+
+    def episode_ended(self, done: Tensor):
+        "Restart the processes of the envs in `done` (a [num_envs] bool mask) at μ."
+        if self.x is not None and self.x.dim() > 1 and self.x.shape[0] == done.shape[0]:
+            self.x[done.to(self.x.device)] = self.mu
 
     def reset(self, initial_state=None):
         super().reset(initial_state)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import SimpleStep
-from ..pipes import Pipe, find_pipe
+from ..pipes import Pipe, find_pipe, find_pipes
 
 __all__ = ["AgentBase", "AgentHead", "StepFieldSelector", "SimpleModelRunner", "ArgMaxFeed", "EpsilonSchedule",
            "DiscreteEpsilonRandomSelect", "ActionClip", "ActionUnbatcher"]
@@ -161,13 +161,24 @@ class AgentHead(Pipe):
     `model` is the network the agent runs (put it in eval mode for greedy actions); by default the
     `AgentBase`'s. `to_env` maps actions onto what the env takes, once, at the env boundary (e.g. an
     `ActionScaler` from a tanh policy's [-1, 1] onto the env's bounds); the steps keep the agent's
-    own actions, so every network sees actions in one unit."""
+    own actions, so every network sees actions in one unit.
+
+    The stepper calls `episode_ended(done)` with a [num_envs] bool mask when episodes end; it is
+    passed on to the stages of the agent's pipeline that have an `episode_ended` method (e.g.
+    `OrnsteinUhlenbeck`, which starts a fresh noise process for each new episode)."""
 
     def __init__(self, source, model: Optional[nn.Module] = None, to_env: Optional[Callable] = None):
         super().__init__(source)
         self.base = find_pipe(source, AgentBase)
         self.model = model if model is not None else self.base.model
         self.to_env = to_env
+        self._episode_listeners = [n for n in find_pipes(source, lambda n: callable(getattr(n, "episode_ended", None)))
+                                   if n is not self]
+
+    def episode_ended(self, done: Tensor):
+        "Tell the pipeline's stages which envs (a [num_envs] bool mask) just finished an episode."
+        for stage in self._episode_listeners:
+            stage.episode_ended(done)
 
     def __call__(self, steps: Union[SimpleStep, Sequence[SimpleStep]]):
         self.base.feed(steps)

@@ -116,6 +116,7 @@ class GymStepper(Pipe):
                              "them into one vector, or wrap each env in gymnasium.wrappers.FlattenObservation.")
         self.env, self.agent, self.seed = env, agent, seed
         self.include_images, self.n = include_images, n
+        self._episode_ended = getattr(agent, "episode_ended", None)  # AgentHead: tells its stages of episode ends
         to_env = getattr(agent, "to_env", None)
         self.to_env = to_env.bind(env.single_action_space) if hasattr(to_env, "bind") else to_env
         self.num_envs = env.num_envs
@@ -211,6 +212,8 @@ class GymStepper(Pipe):
         if self.include_images:
             step.image = torch.from_numpy(np.stack(self.env.render()))
         self._returns += reward
+        if any_done and self._episode_ended is not None:
+            self._episode_ended(torch.from_numpy(done))
         if any_done:
             for ret in self._returns[done]:
                 self.record("episode_return", (self.env_steps + self.num_envs, float(ret)))
