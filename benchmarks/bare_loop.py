@@ -22,12 +22,13 @@ and optimizers, and the same schedule of env steps and gradient rounds as `fastr
   y = r + 0.98 (1 - terminated) Q'(s', μ'(s')), actor step on -Q(s, μ(s)) with the critic's
   weights frozen, then a Polyak update of both targets (τ 0.005, `torch._foreach_lerp_`); both
   optimizers Adam(lr 1e-3, fused).
-- TD3, Pendulum-v1: as DDPG, with two critics (the target takes the minimum of the two target
-  critics, the target action smoothed by N(0, 0.2) noise clipped at 0.5), the critics' loss the sum
+- TD3, Pendulum-v1: as DDPG, with two critics in PyTorch's default init (the target takes the
+  minimum of the two target critics, the target action smoothed by N(0, 0.2) noise clipped at
+  0.5), the critics' loss the sum
   of their mean squared errors; every 2nd round the actor step on -Q1(s, μ(s)) and the Polyak
   update of the critics' and the actor's targets.
 - SAC, Pendulum-v1: a squashed-Gaussian actor [256, 256] (mean and log σ heads, log σ clamped to
-  [-20, 2], PyTorch's default init) and two [256, 256] critics initialised as DDPG's; uniform random
+  [-20, 2], PyTorch's default init) and two [256, 256] critics, PyTorch's default init; uniform random
   actions for the first 100 env steps, then a ~ π(·|s); batch 256 from a 1M buffer, from 256 stored
   transitions on one round per env step: critic step on ½ Σ_i MSE to the soft target
   y = r + 0.99 (1 - terminated) (min_i Q̄_i(s', ã') - α log π(ã'|s')), actor step on
@@ -359,8 +360,7 @@ def bare_td3(steps: int, seed: int) -> dict:
     np.random.seed(seed)
     state_sz, action_sz = 3, 1
     actor = _fastrl_init(_mlp([state_sz, 400, 300, action_sz]))
-    q1 = _fastrl_init(_mlp([state_sz + action_sz, 400, 300, 1]))
-    q2 = _fastrl_init(_mlp([state_sz + action_sz, 400, 300, 1]))
+    q1, q2 = _mlp([state_sz + action_sz, 400, 300, 1]), _mlp([state_sz + action_sz, 400, 300, 1])  # PyTorch's init
     actor_target, q1_target, q2_target = (copy.deepcopy(m).requires_grad_(False) for m in (actor, q1, q2))
     critic_params = list(q1.parameters()) + list(q2.parameters())
     actor_opt = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
@@ -424,8 +424,7 @@ def bare_sac(steps: int, seed: int) -> dict:
     body = _mlp([state_sz, 256, 256])
     body.append(nn.ReLU())
     mu_head, log_std_head = nn.Linear(256, action_sz), nn.Linear(256, action_sz)
-    q1 = _fastrl_init(_mlp([state_sz + action_sz, 256, 256, 1]))
-    q2 = _fastrl_init(_mlp([state_sz + action_sz, 256, 256, 1]))
+    q1, q2 = _mlp([state_sz + action_sz, 256, 256, 1]), _mlp([state_sz + action_sz, 256, 256, 1])
     q1_target, q2_target = (copy.deepcopy(m).requires_grad_(False) for m in (q1, q2))
     log_alpha = torch.zeros((), requires_grad=True)
     actor_params = list(body.parameters()) + list(mu_head.parameters()) + list(log_std_head.parameters())

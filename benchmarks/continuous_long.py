@@ -12,8 +12,8 @@ The settings (rl-zoo `hyperparams/td3.yml` and `sac.yml`):
   'auto', [400, 300].
 - SAC, MountainCarContinuous: 50k steps, lr 3e-4, 50k buffer, batch 512, ent_coef 0.1 fixed, 32 env
   steps → 32 rounds, γ 0.9999, τ 0.01, no learning starts, [64, 64]. rl-zoo also turns on gSDE
-  (state-dependent exploration, log σ initialised at -3.67), which fastrl_lite does not have; `--sde`
-  gives SB3 its gSDE as rl-zoo does, otherwise both libraries run plain SAC.
+  (state-dependent exploration, log σ initialised at -3.67): `--sde` gives it to both libraries
+  (fastrl_lite's `SquashedGSDEActor`), otherwise both run plain SAC.
 Evaluation: 10 greedy episodes, episode i on a fresh env seeded 10_000 + i.
 
     pip install -c constraints.txt -e ".[bench]"   # SB3, and box2d for LunarLanderContinuous
@@ -51,12 +51,12 @@ SETTINGS = {
 }
 
 
-def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int):
+def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int, sde: bool = False):
     import math
     from functools import partial
     import torch
     from fastrl_lite import GymDataPipe, SimpleStep, evaluating, set_seed
-    from fastrl_lite.nets import Actor, SquashedGaussianActor, TwinCritic
+    from fastrl_lite.nets import Actor, SquashedGaussianActor, SquashedGSDEActor, TwinCritic
     import gymnasium as gym
     set_seed(seed)
     probe = gym.make(env_id)
@@ -78,7 +78,9 @@ def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, epis
                              batches=1000)
     else:
         from fastrl_lite.algos.sac import SACAgent, SACLearner
-        actor, critics = SquashedGaussianActor(state_sz, action_sz, hidden), TwinCritic.of(state_sz, action_sz, *hidden)
+        actor = (SquashedGSDEActor(state_sz, action_sz, hidden, log_std_init=s["sde_log_std_init"]) if sde
+                 else SquashedGaussianActor(state_sz, action_sz, hidden))
+        critics = TwinCritic.of(state_sz, action_sz, *hidden)
         dl = GymDataPipe([env_id], agent=SACAgent(actor, random_steps=warmup), seed=seed, n=steps)
         learner = SACLearner(actor, critics, [dl], learning_rate=s["learning_rate"], buffer_size=s["buffer_size"],
                              learning_starts=max(warmup, s["batch_size"]), batch_size=s["batch_size"], tau=s["tau"],
@@ -135,7 +137,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--sde", action="store_true", help="give SB3's SAC rl-zoo's gSDE where rl-zoo uses it")
+    parser.add_argument("--sde", action="store_true", help="give both libraries' SAC rl-zoo's gSDE where rl-zoo uses it")
     parser.add_argument("--side-by-side", action="store_true",
                         help="run each seed's libraries at the same time, one process each (use --threads 1 on "
                              "2 cores); both then see the same machine, and a pair takes half the wall time")
@@ -148,7 +150,8 @@ def main():
         import torch
         torch.set_num_threads(args.threads)
         if args.worker == "fastrl_lite":
-            result = run_fastrl_lite(args.algo, args.env, settings, steps, args.seeds[0], args.episodes)
+            result = run_fastrl_lite(args.algo, args.env, settings, steps, args.seeds[0], args.episodes,
+                                     args.sde and "sde_log_std_init" in settings)
         else:
             result = run_sb3(args.algo, args.env, settings, steps, args.seeds[0], args.episodes, args.sde)
         env_steps, seconds, cpu_seconds, returns = result
@@ -174,7 +177,7 @@ def main():
         for worker in workers:
             report(collect(worker))
     print(f"\n{args.algo.upper()} on {args.env}: {steps} env steps, {args.threads} torch thread(s)"
-          f"{', SB3 with gSDE' if args.sde else ''}"
+          f"{', both with gSDE' if args.sde else ''}"
           f"{', the libraries side by side (one process each, at the same time)' if args.side_by_side else ''}")
     speed = {}
     for lib in args.libs:

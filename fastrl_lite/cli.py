@@ -170,15 +170,28 @@ def build_td3(env_id: str, hp: Dict, steps: int, seed: int, loggers):
 def build_sac(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     """SAC with SB3's names: `ent_coef` ('auto', 'auto_<start>' or a number), `target_entropy` ('auto'
     is -|A|) and `target_update_interval` in gradient rounds (SB3's unit for SAC)."""
-    from .algos.sac import SACAgent, SACLearner, SquashedGaussianActor, TwinCritic
+    from .algos.sac import SACAgent, SACLearner, SquashedGaussianActor, SquashedGSDEActor, TwinCritic
     state_sz, action_sz = _continuous_sizes(env_id, "SAC")
     hidden = _net_arch(hp)
     if len(hidden) != 2:
         raise ValueError(f"SAC's critics have two hidden layers; net_arch must have two sizes, got {hidden}.")
-    actor, critics = SquashedGaussianActor(state_sz, action_sz, hidden), TwinCritic.of(state_sz, action_sz, *hidden)
+    if not isinstance(hp["use_sde"], bool):
+        raise ValueError(f"use_sde must be true or false, got {hp['use_sde']!r}.")
+    if hp["use_sde"]:
+        log_std_init = hp["log_std_init"]
+        if not isinstance(log_std_init, (int, float)) or isinstance(log_std_init, bool) or not math.isfinite(log_std_init):
+            raise ValueError(f"log_std_init must be a finite number, got {log_std_init!r}.")
+        actor = SquashedGSDEActor(state_sz, action_sz, hidden, log_std_init=float(log_std_init))
+    else:
+        unused = [f"{k}={hp[k]}" for k, v in (("sde_sample_freq", -1), ("log_std_init", -3.0)) if hp[k] != v]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} only apply with use_sde=true (gSDE); add --hp use_sde=true.")
+        actor = SquashedGaussianActor(state_sz, action_sz, hidden)
+    critics = TwinCritic.of(state_sz, action_sz, *hidden)
     warmup = _learning_starts(hp)
     train_every, updates = collection(hp)
-    dl = GymDataPipe([env_id], agent=SACAgent(actor, random_steps=warmup), seed=seed, n=steps, num_envs=hp["n_envs"])
+    agent = SACAgent(actor, random_steps=warmup, sde_sample_freq=hp["sde_sample_freq"])
+    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps, num_envs=hp["n_envs"])
     return SACLearner(actor, critics, [dl], logger_bases=loggers, learning_rate=_positive(hp, "learning_rate"),
                       buffer_size=_whole(hp, "buffer_size", 1), learning_starts=warmup,
                       batch_size=_whole(hp, "batch_size", 1), tau=hp["tau"], gamma=hp["gamma"],

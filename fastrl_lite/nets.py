@@ -14,6 +14,7 @@ from torch.nn.modules import module as _module
 
 __all__ = ["DQN", "DuelingHead", "init_xavier_uniform_weights", "init_uniform_weights", "init_kaiming_normal_weights",
            "ddpg_conv2d_block", "Critic", "Actor", "check_state_size", "TwinCritic", "SquashedGaussianActor",
+           "SquashedGSDEActor",
            "squashed_gaussian_log_prob", "through", "watched"]
 
 
@@ -178,8 +179,8 @@ class Critic(nn.Module):
 
     def __init__(self, state_sz: int, action_sz: int, hidden1: int = 400, hidden2: int = 300,
                  head_layer: Type[nn.Module] = nn.Linear, activation_fn: Type[nn.Module] = nn.ReLU,
-                 weight_init_fn: Callable = init_kaiming_normal_weights,
-                 final_layer_init_fn: Callable = partial(init_uniform_weights, bound=1e-4),
+                 weight_init_fn: Optional[Callable] = init_kaiming_normal_weights,
+                 final_layer_init_fn: Optional[Callable] = partial(init_uniform_weights, bound=1e-4),
                  conv_block: Optional[nn.Sequential] = None, batch_norm: bool = False):
         super().__init__()
         if state_sz < 1 or action_sz < 1:
@@ -193,8 +194,10 @@ class Critic(nn.Module):
                                     activation_fn())
         self.layer2 = nn.Sequential(nn.Linear(hidden1 + (action_sz if late_action else 0), hidden2), activation_fn())
         self.head = head_layer(hidden2, 1)
-        self.apply(weight_init_fn)
-        self.head.apply(final_layer_init_fn)
+        if weight_init_fn is not None:  # None keeps PyTorch's default initialisation
+            self.apply(weight_init_fn)
+        if final_layer_init_fn is not None:
+            self.head.apply(final_layer_init_fn)
         self._parts = (self.layer1, self.layer2, self.head)  # plain tuples for nets.through
         self._watched = watched((self.input_norm, *self._parts))
 
@@ -289,7 +292,13 @@ class TwinCritic(nn.Module):
 
     @classmethod
     def of(cls, state_sz: int, action_sz: int, hidden1: int = 400, hidden2: int = 300, **critic_kwargs) -> "TwinCritic":
-        "Two independently initialised `Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs)`."
+        """Two independently initialised `Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs)`,
+        by default with PyTorch's default initialisation, as TD3's and SAC's reference code,
+        Stable-Baselines3 and CleanRL initialise their critics (not DDPG's near-zero head: a critic
+        that starts flat in the action gives the actor no direction, and on a sparse reward such as
+        MountainCarContinuous's the policy then barely moves the car)."""
+        critic_kwargs.setdefault("weight_init_fn", None)
+        critic_kwargs.setdefault("final_layer_init_fn", None)
         return cls(Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs),
                    Critic(state_sz, action_sz, hidden1, hidden2, **critic_kwargs))
 
@@ -358,3 +367,77 @@ class SquashedGaussianActor(nn.Module):
         "The greedy action tanh(μ) and its log-prob (the density at ε = 0)."
         mean, log_std = self(state)
         return torch.tanh(mean), squashed_gaussian_log_prob(torch.zeros_like(mean), log_std, mean)
+
+
+class SquashedGSDEActor(nn.Module):
+    """SAC's squashed-Gaussian policy with generalized state-dependent exploration, gSDE (Raffin et
+    al., 2022, "Smooth Exploration for Robotic Reinforcement Learning"): the noise is a function of
+    the state, u = μ(s) + z(s) E, where z(s) is the body's last hidden layer (detached: the noise
+    does not train the features) and E a [hidden, action_sz] matrix with entries E_ij ~ 𝒩(0, σ_ij²).
+    Held fixed over several env steps, E gives smooth, state-consistent exploration; for a fixed E
+    the action is still 𝒩(μ(s), σ(s)²)-distributed with σ_j(s)² = Σ_i z_i(s)² σ_ij² (+ `epsilon`).
+    log σ is a learned [hidden, action_sz] parameter starting at `log_std_init`; μ is clipped to
+    [-`clip_mean`, `clip_mean`] before the tanh. The defaults are Stable-Baselines3's
+    (`use_sde=True`: full std, no expln, features not learned by the noise, clip_mean 2).
+
+    `new_noise(n)` draws standard-normal ε, one [hidden, action_sz] matrix (or n of them, one per
+    env); E = ε σ at use. `sample(s, noise)` takes such ε; without it, it draws one matrix for the
+    whole batch (a fresh draw per call, so the gradient reaches log σ through E).
+    `mode(s)` gives the greedy action tanh(μ)."""
+
+    def __init__(self, state_sz: int, action_sz: int, hidden: Sequence[int] = (256, 256),
+                 activation_fn: Type[nn.Module] = nn.ReLU, log_std_init: float = -3.0, clip_mean: float = 2.0,
+                 epsilon: float = 1e-6):
+        super().__init__()
+        if state_sz < 1 or action_sz < 1:
+            raise ValueError(f"SquashedGSDEActor needs state_sz >= 1 and action_sz >= 1, got {state_sz} and "
+                             f"{action_sz}.")
+        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        if not hidden:
+            raise ValueError("SquashedGSDEActor needs at least one hidden layer: its features drive the noise.")
+        if not math.isfinite(log_std_init):
+            raise ValueError(f"log_std_init must be a finite number, got {log_std_init}.")
+        if not clip_mean > 0 or not epsilon >= 0:
+            raise ValueError(f"Need clip_mean > 0 and epsilon >= 0, got {clip_mean} and {epsilon}.")
+        self.state_sz, self.action_sz = state_sz, action_sz
+        self.clip_mean, self.epsilon = float(clip_mean), float(epsilon)
+        layers, width = [], state_sz
+        for h in hidden:
+            layers += [nn.Linear(width, h), activation_fn()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.mu = nn.Linear(width, action_sz)
+        self.log_std = nn.Parameter(torch.full((width, action_sz), float(log_std_init)))
+        self._watched = watched((self.body, self.mu))
+
+    def forward(self, state: Tensor) -> Tuple[Tensor, Tensor]:
+        "(μ(s) clipped to ±clip_mean, the features z(s)), [B, action_sz] and [B, hidden]."
+        if _hooked(self._watched):
+            z = self.body(state)
+            return self.mu(z).clamp(-self.clip_mean, self.clip_mean), z
+        z = _direct((self.body,), state)
+        return self.mu.forward(z).clamp(-self.clip_mean, self.clip_mean), z
+
+    def new_noise(self, n: Optional[int] = None) -> Tensor:
+        "Standard-normal ε for E = ε σ: [hidden, action_sz], or [n, hidden, action_sz] (one matrix per env)."
+        shape = self.log_std.shape if n is None else (n, *self.log_std.shape)
+        return torch.randn(shape, device=self.log_std.device, dtype=self.log_std.dtype)
+
+    def _log_prob(self, mean: Tensor, z: Tensor, u: Tensor) -> Tensor:
+        "log π(tanh(u)|s) under 𝒩(μ, σ(s)²) and the tanh, [B]."
+        log_std = 0.5 * torch.log(z.pow(2) @ (2 * self.log_std).exp() + self.epsilon)
+        return squashed_gaussian_log_prob((u - mean) * torch.exp(-log_std), log_std, u)
+
+    def sample(self, state: Tensor, noise: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """tanh(μ(s) + z(s) E) and its log-prob, [B, action_sz] and [B]; E = ε σ from `noise` (one
+        matrix, or one per row of `state`), else from one fresh matrix for the batch."""
+        mean, z = self(state)
+        z = z.detach()
+        exploration = (self.new_noise() if noise is None else noise) * self.log_std.exp()
+        u = mean + (z @ exploration if exploration.dim() == 2 else (z.unsqueeze(1) @ exploration).squeeze(1))
+        return torch.tanh(u), self._log_prob(mean, z, u)
+
+    def mode(self, state: Tensor) -> Tuple[Tensor, Tensor]:
+        "The greedy action tanh(μ) and its log-prob."
+        mean, z = self(state)
+        return torch.tanh(mean), self._log_prob(mean, z.detach(), mean)

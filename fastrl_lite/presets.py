@@ -11,7 +11,9 @@ The names are rl-zoo's (Stable-Baselines3's), in their units, so a setting from 
   coefficient of the actor-critic algorithms' soft target updates;
 - `exploration_fraction`: share of the run over which ε decays from `exploration_initial_eps` to
   `exploration_final_eps`;
-- `net_arch`: hidden layer sizes; `n_envs`: envs stepped side by side.
+- `net_arch`: hidden layer sizes; `n_envs`: envs stepped side by side;
+- `use_sde` (SAC): generalized state-dependent exploration, with `log_std_init` its initial log σ
+  and `sde_sample_freq` the env steps each exploration matrix is held (-1: one collection phase).
 
 Each algorithm has defaults (`DEFAULTS`) and, per env id, named presets (`PRESETS`); a preset lists
 only what differs from the defaults, and says where its values come from. For an env, the preset
@@ -46,7 +48,7 @@ DEFAULTS: Dict[str, Dict] = {
     "sac": {"n_timesteps": 20_000, "learning_rate": 3e-4, "batch_size": 256, "buffer_size": 1_000_000,
             "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,
             "ent_coef": "auto", "target_entropy": "auto", "target_update_interval": 1, "net_arch": [256, 256],
-            "n_envs": 1},
+            "n_envs": 1, "use_sde": False, "sde_sample_freq": -1, "log_std_init": -3.0},
     # SB3's PPO defaults; `normalize` is rl-zoo's (running mean/std of observations and rewards), a
     # learning rate or clip range may be rl-zoo's "lin_<value>" (falling linearly to 0 over the run)
     "ppo": {"n_timesteps": 100_000, "learning_rate": 3e-4, "n_steps": 2048, "batch_size": 64, "n_epochs": 10,
@@ -85,9 +87,23 @@ PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
                                               "exploration_final_eps": 0.07, "net_arch": [256, 256]}}},
     },
     "ddpg": {"Pendulum-v1": {"default": {"source": ZOO.format("ddpg", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
-    "td3": {"Pendulum-v1": {"default": {"source": ZOO.format("td3", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
+    "td3": {"Pendulum-v1": {"default": {"source": ZOO.format("td3", "Pendulum-v1"), "hp": _ZOO_PENDULUM}},
+            "LunarLanderContinuous-v3": {"default": {"source": ZOO.format("td3", "LunarLanderContinuous-v2"),
+                                                     "hp": {**_ZOO_PENDULUM, "n_timesteps": 300_000}}}},
     "sac": {"Pendulum-v1": {"default": {"source": ZOO.format("sac", "Pendulum-v1"),
-                                        "hp": {"n_timesteps": 20_000, "learning_rate": 1e-3}}}},
+                                        "hp": {"n_timesteps": 20_000, "learning_rate": 1e-3}}},
+            # rl-zoo lets the learning rate fall linearly to 0 (lin_7.3e-4); here it stays constant
+            "LunarLanderContinuous-v3": {"default": {
+                "source": ZOO.format("sac", "LunarLanderContinuous-v2") + " with a constant learning rate",
+                "hp": {"n_timesteps": 500_000, "learning_rate": 7.3e-4, "buffer_size": 1_000_000, "batch_size": 256,
+                       "ent_coef": "auto", "gamma": 0.99, "tau": 0.01, "train_freq": 1, "gradient_steps": 1,
+                       "learning_starts": 10_000, "net_arch": [400, 300]}}},
+            # gSDE's state-dependent exploration is what reaches the flag in rl-zoo's tuning
+            "MountainCarContinuous-v0": {"default": {
+                "source": ZOO.format("sac", "MountainCarContinuous-v0"),
+                "hp": {"n_timesteps": 50_000, "learning_rate": 3e-4, "buffer_size": 50_000, "batch_size": 512,
+                       "ent_coef": 0.1, "train_freq": 32, "gradient_steps": 32, "gamma": 0.9999, "tau": 0.01,
+                       "learning_starts": 0, "use_sde": True, "log_std_init": -3.67, "net_arch": [64, 64]}}}},
     "ppo": {
         "CartPole-v1": {"default": {"source": ZOO.format("ppo", "CartPole-v1"),
                                     "hp": {"n_envs": 8, "n_timesteps": 100_000, "n_steps": 32, "batch_size": 256,

@@ -15,9 +15,9 @@ from torchdata.nodes import IterableWrapper
 from fastrl_lite import (GymDataPipe, GymStepper, SimpleStep, TrainBatch, Update, evaluating, find_pipe, find_pipes,
                          set_seed)
 from fastrl_lite.algos.sac import (EntropyCoefficient, EntropyCoefficientLoss, SACActorLoss, SACAgent, SACLearner,
-                                   SoftTwinCriticLoss, SquashedGaussianActor, TwinCritic)
+                                   SoftTwinCriticLoss, SquashedGaussianActor, SquashedGaussianRunner, TwinCritic)
 from fastrl_lite.cli import main as cli_main
-from fastrl_lite.nets import Actor, squashed_gaussian_log_prob
+from fastrl_lite.nets import Actor, SquashedGSDEActor, squashed_gaussian_log_prob
 from bandit import bandit_env
 
 
@@ -207,6 +207,83 @@ def test_sac_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
     assert float(learner.models["ent_coef"]()) < 1.0  # the temperature was tuned
 
 
+# gSDE: state-dependent exploration ---------------------------------------------------------------------------
+
+def test_gsde_actor_samples_with_the_log_prob_of_its_state_dependent_gaussian(seeded):
+    actor = SquashedGSDEActor(3, 2, (8, 8), log_std_init=-1.0)
+    with torch.no_grad():
+        actor.log_std.add_(torch.randn_like(actor.log_std) * 0.3)  # σ differs per entry
+    state = torch.randn(5, 3)
+    noise = actor.new_noise()
+    action, log_prob = actor.sample(state, noise)
+    mean, z = actor(state)
+    u = mean + z @ (noise * actor.log_std.exp())  # the noise is linear in the features z(s)
+    std = torch.sqrt(z.pow(2) @ actor.log_std.exp().pow(2) + 1e-6)
+    reference = (torch.distributions.Normal(mean, std).log_prob(u) - torch.log(1 - torch.tanh(u).pow(2))).sum(-1)
+    assert torch.allclose(action, torch.tanh(u)) and torch.allclose(log_prob, reference, atol=1e-5)
+    # one matrix per row (env)
+    per_env = actor.new_noise(5)
+    action, _ = actor.sample(state, per_env)
+    rows = torch.stack([z[i] @ (per_env[i] * actor.log_std.exp()) for i in range(5)])
+    assert torch.allclose(action, torch.tanh(mean + rows))
+    # the mean is clipped to ±clip_mean before the tanh; the greedy action is tanh(μ)
+    assert mean.abs().max() <= 2.0 and torch.equal(actor.mode(state)[0], torch.tanh(mean))
+    # the gradient reaches log σ through the reparameterised matrix; the features only through μ
+    action, log_prob = actor.sample(state)
+    (action.sum() + log_prob.sum()).backward()
+    assert actor.log_std.grad.abs().sum() > 0
+    # the features z(s) drive the noise detached: with μ cut off from the body, no gradient reaches it
+    probe = SquashedGSDEActor(3, 2, (8, 8), log_std_init=0.0)
+    with torch.no_grad():
+        probe.mu.weight.zero_()
+    probe.sample(state, probe.new_noise())[0].sum().backward()
+    assert probe.body[0].weight.grad.abs().sum() == 0 and probe.log_std.grad.abs().sum() > 0
+
+
+def test_gsde_exploration_matrices_are_held_per_env_then_redrawn_and_resume_exactly(seeded, tmp_path):
+    actor, critics = SquashedGSDEActor(3, 1, (16, 16)), TwinCritic.of(3, 1, 16, 16)
+    agent = SACAgent(actor)
+    dl = GymDataPipe(["Pendulum-v1"], agent=agent, seed=0, num_envs=2)
+    runner = find_pipe(agent, SquashedGaussianRunner)
+    assert runner.sde and runner.sde_sample_freq == -1
+    learner = SACLearner(actor, critics, [dl], learning_starts=64, batch_size=32, buffer_size=1000, train_freq=8,
+                         gradient_steps=4, batches=20)
+    assert runner.sde_sample_freq == 8  # -1: a new matrix per collection phase of train_freq steps
+    stepper, drawn = find_pipe(dl, GymStepper), []
+    for _ in range(20):
+        stepper.step()
+        drawn.append(runner.noise.clone())
+    assert drawn[0].shape == (2, 16, 1) and not torch.equal(drawn[0][0], drawn[0][1])  # one per env
+    changes = [i for i in range(1, 20) if not torch.equal(drawn[i], drawn[i - 1])]
+    assert changes == [8, 16]
+    learner.fit(1)
+    learner.save(tmp_path / "c.pt")
+    learner.fit(1)
+    straight = learner.records.values("actor_loss")[-20:].clone()
+    other = SquashedGSDEActor(3, 1, (16, 16))
+    resumed = SACLearner(other, TwinCritic.of(3, 1, 16, 16), [GymDataPipe(["Pendulum-v1"], agent=SACAgent(other),
+                                                                            seed=5, num_envs=2)],
+                         learning_starts=64, batch_size=32, buffer_size=1000, train_freq=8, gradient_steps=4,
+                         batches=20)
+    resumed.load(tmp_path / "c.pt")
+    resumed.fit(1)
+    assert torch.equal(resumed.records.values("actor_loss")[-20:], straight)
+    with pytest.raises(ValueError, match="sde_sample_freq must be -1"):
+        SACAgent(actor, sde_sample_freq=0)
+
+
+def test_sac_with_gsde_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
+    set_seed(0)
+    actor, critics = SquashedGSDEActor(1, 1, (64, 64)), TwinCritic.of(1, 1, 64, 64)  # SB3's log σ init, -3
+    stepper = GymStepper(bandit_env(), SACAgent(actor, random_steps=256), seed=0)
+    learner = SACLearner(actor, critics, [stepper], learning_rate=3e-3, learning_starts=256, batch_size=64,
+                         buffer_size=5000, batches=2000, tau=0.01)
+    learner.fit(1)
+    with evaluating(actor):
+        action = stepper.to_env(stepper.agent(SimpleStep(state=torch.zeros(1, 1)))["action"])
+    assert abs(float(action) - 3.0) < 0.3, float(action)
+
+
 # bad input ---------------------------------------------------------------------------------------------------
 
 def small_learner(seed=0, **kwargs):
@@ -340,11 +417,19 @@ def test_cli_trains_sac_and_writes_the_run_folder(tmp_path, capsys):
     assert set(torch.load(out / "model.pt")) == {"actor", "critics", "ent_coef"}
     header = (out / "metrics.csv").read_text().splitlines()[0]
     assert all(key in header for key in ("critic_loss", "actor_loss", "ent_coef_loss"))
-    # any Box env: MountainCarContinuous's bounds and observation size come from the env
+    # any Box env: MountainCarContinuous's bounds and observation size come from the env; its preset is
+    # rl-zoo's, with gSDE (batch 512 shrunk here so that 300 steps reach the first gradient round)
     other = tmp_path / "car"
     cli_main(["train", "sac", "--env", "MountainCarContinuous-v0", "--steps", "300", "--out", str(other),
-              "--eval-episodes", "1", "--hp", "net_arch=[32,32]", "--threads", "1"])
+              "--eval-episodes", "1", "--hp", "net_arch=[32,32]", "--hp", "batch_size=64", "--threads", "1"])
     assert json.loads((other / "eval.json").read_text())["env_steps"] == 300
+    hp = json.loads((other / "config.json").read_text())["hp"]
+    assert hp["use_sde"] is True and hp["log_std_init"] == -3.67 and hp["gamma"] == 0.9999
+    assert torch.load(other / "model.pt")["actor"]["log_std"].shape == (32, 1)  # gSDE's σ per feature and action
+    for setting in ("log_std_init=-2", "sde_sample_freq=4"):
+        with pytest.raises(SystemExit):
+            cli_main(["train", "sac", "--steps", "600", "--out", str(tmp_path / "nosde"), "--hp", setting])
+        assert "only apply with use_sde=true" in capsys.readouterr().err
     bad = tmp_path / "bad"
     with pytest.raises(SystemExit):
         cli_main(["train", "sac", "--steps", "600", "--out", str(bad), "--hp", "ent_coef=-1"])

@@ -14,7 +14,9 @@ Algorithm 1, read top to bottom:
      α ← α - λ ∇ -log α (log π(ã|s) + H̄),  H̄ = -|A|                       EntropyCoefficientLoss, Update
      θ̄_i ← τ θ_i + (1 - τ) θ̄_i  (every `target_update_interval` steps)   SoftTargetUpdater
 
-ã and ã' are reparameterised samples, a fresh draw per use (as CleanRL draws them). Actions have
+ã and ã' are reparameterised samples, a fresh draw per use (as CleanRL draws them). With a
+`SquashedGSDEActor` the exploration is state-dependent (gSDE): a draw is a noise matrix, held by
+each env for `sde_sample_freq` steps while collecting, fresh per use in the losses. Actions have
 one unit wherever a network sees them, the policy's tanh [-1, 1]; the agent scales them onto the
 env's bounds where the env receives them. The temperature loss takes log α, not α, as
 Stable-Baselines3 does (the same minimiser, with a gradient that does not shrink with α).
@@ -37,10 +39,10 @@ from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstr
 from ..learner.wiring import (check_actor_critic_sizes, check_agent, check_bootstrap, check_bounded_actions,
                               check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
-from ..nets import SquashedGaussianActor, TwinCritic
-from ..pipes import Pipe, pipe_to_device
+from ..nets import SquashedGaussianActor, SquashedGSDEActor, TwinCritic
+from ..pipes import Pipe, find_pipe, pipe_to_device
 
-__all__ = ["SquashedGaussianActor", "TwinCritic", "EntropyCoefficient", "SquashedGaussianRunner", "SACAgent",
+__all__ = ["SquashedGaussianActor", "SquashedGSDEActor", "TwinCritic", "EntropyCoefficient", "SquashedGaussianRunner", "SACAgent",
            "SoftTwinCriticLoss", "SACActorLoss", "EntropyCoefficientLoss", "SACLearner"]
 
 # the behaviour policy's log π(a|s) of the action taken; an n-step transition keeps its first action's
@@ -99,17 +101,35 @@ class SquashedGaussianRunner(Pipe):
     """Runs the squashed-Gaussian `actor` on the states from its source, without gradients, and yields
     {"action": a, "log_prob": log π(a|s)}: a sample while the actor trains, the greedy tanh(μ) in eval
     mode. For the first `random_steps` env steps while it trains it yields uniform random actions in
-    [-1, 1] without running the network (their log-prob is the uniform density's, -|A| log 2)."""
-    state_attrs = ("steps",)
+    [-1, 1] without running the network (their log-prob is the uniform density's, -|A| log 2).
 
-    def __init__(self, source, actor: nn.Module, random_steps: int = 0):
+    With a gSDE actor (`SquashedGSDEActor`) each env keeps its exploration matrix for
+    `sde_sample_freq` vector steps, then draws a new one; -1 means once per collection phase,
+    which `SACLearner` sets to its `train_freq` (Stable-Baselines3's `sde_sample_freq=-1`: a new
+    matrix at the start of each rollout). The matrices are part of the checkpoint."""
+    state_attrs = ("steps", "calls", "noise")
+
+    def __init__(self, source, actor: nn.Module, random_steps: int = 0, sde_sample_freq: int = -1):
         super().__init__(source)
         if not isinstance(random_steps, numbers.Integral) or isinstance(random_steps, bool) or random_steps < 0:
             raise ValueError(f"random_steps must be a whole number >= 0, got {random_steps!r}.")
+        if (not isinstance(sde_sample_freq, numbers.Integral) or isinstance(sde_sample_freq, bool)
+                or not (sde_sample_freq == -1 or sde_sample_freq >= 1)):
+            raise ValueError(f"sde_sample_freq must be -1 (a new exploration matrix per collection phase) or a whole "
+                             f"number >= 1 of env steps, got {sde_sample_freq!r}.")
         self.model, self.random_steps = actor, int(random_steps)
         self.action_sz = actor.action_sz
         self._probe = next(actor.parameters())  # Module.to() moves parameters in place: it tells the device
-        self.steps = 0
+        self.sde = callable(getattr(actor, "new_noise", None))
+        self.sde_sample_freq = int(sde_sample_freq)
+        self.steps, self.calls, self.noise = 0, 0, None
+
+    def _exploration(self, n: int, call: int) -> Tensor:
+        "The gSDE matrices (one per env) of vector step `call`, drawn anew every `sde_sample_freq` vector steps."
+        due = self.sde_sample_freq > 0 and call % self.sde_sample_freq == 0
+        if self.noise is None or self.noise.shape[0] != n or due:
+            self.noise = self.model.new_noise(n)
+        return self.noise
 
     def next(self) -> dict:
         state = next(self.source)
@@ -117,22 +137,30 @@ class SquashedGaussianRunner(Pipe):
             with torch.no_grad():
                 action, log_prob = self.model.mode(state.to(self._probe.device, torch.float32))
             return {"action": action, "log_prob": log_prob}
+        n = state.shape[0]
+        calls, self.calls = self.calls, self.calls + 1
         if self.steps < self.random_steps:
-            n = state.shape[0]
             self.steps += n
             action = torch.rand(n, self.action_sz, device=self._probe.device) * 2 - 1
             return {"action": action, "log_prob": torch.full((n,), -self.action_sz * math.log(2.0),
                                                              device=self._probe.device)}
         with torch.no_grad():
-            action, log_prob = self.model.sample(state.to(self._probe.device, torch.float32))
+            if self.sde:
+                action, log_prob = self.model.sample(state.to(self._probe.device, torch.float32),
+                                                     self._exploration(n, calls))
+            else:
+                action, log_prob = self.model.sample(state.to(self._probe.device, torch.float32))
         return {"action": action, "log_prob": log_prob}
 
 
-def SACAgent(actor: nn.Module, random_steps: int = 0, action_space: Optional[gym.spaces.Box] = None) -> AgentHead:
-    """SAC's agent: a ~ π(·|s) from the `SquashedGaussianActor` while it trains, the greedy tanh(μ(s))
-    in eval mode, uniform random actions for the first `random_steps` env steps. It returns the
-    action and its `log_prob`, which the stepper stores as a field of the step. Actions stay in
-    [-1, 1]; the env receives them scaled onto its bounds (those of `action_space` when given)."""
+def SACAgent(actor: nn.Module, random_steps: int = 0, action_space: Optional[gym.spaces.Box] = None,
+             sde_sample_freq: int = -1) -> AgentHead:
+    """SAC's agent: a ~ π(·|s) from the `SquashedGaussianActor` (or `SquashedGSDEActor`) while it
+    trains, the greedy tanh(μ(s)) in eval mode, uniform random actions for the first `random_steps`
+    env steps. It returns the action and its `log_prob`, which the stepper stores as a field of the
+    step. Actions stay in [-1, 1]; the env receives them scaled onto its bounds (those of
+    `action_space` when given). `sde_sample_freq` is how many vector steps a gSDE actor keeps each
+    env's exploration matrix (-1: one collection phase, see `SquashedGaussianRunner`)."""
     for method in ("sample", "mode"):
         if not callable(getattr(actor, method, None)):
             raise TypeError(f"SACAgent needs a stochastic actor with sample(s) and mode(s) (a SquashedGaussianActor), "
@@ -140,7 +168,7 @@ def SACAgent(actor: nn.Module, random_steps: int = 0, action_space: Optional[gym
     to_env = ActionScaler.of(action_space, "SAC") if action_space is not None else ActionScaler()
     pipe = AgentBase(actor)
     pipe = StepFieldSelector(pipe, field="state")
-    pipe = SquashedGaussianRunner(pipe, actor, random_steps=random_steps)
+    pipe = SquashedGaussianRunner(pipe, actor, random_steps=random_steps, sde_sample_freq=sde_sample_freq)
     return AgentHead(pipe, model=actor, to_env=to_env)
 
 
@@ -287,6 +315,9 @@ def SACLearner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     check_bounded_actions(stepper, "SACLearner", "SACAgent(actor)")
     check_actor_critic_sizes(stepper, space, actor, [critics.q1, critics.q2])
     check_bootstrap(nstepper, nsteps, gamma, "SACLearner")
+    runner = find_pipe(stepper.agent, SquashedGaussianRunner, required=False)
+    if runner is not None and runner.sde and runner.sde_sample_freq == -1:
+        runner.sde_sample_freq = train_freq  # a new gSDE matrix at the start of each collection phase
     target_entropy = _target_entropy(target_entropy, int(torch.Size(space.shape).numel()))
     critic_optimizer = make_optimizer(optimizer_class, critics.parameters(), learning_rate, "learning_rate")
     actor_optimizer = make_optimizer(optimizer_class, actor.parameters(), learning_rate, "learning_rate")
