@@ -250,9 +250,10 @@ def plan_epochs(learner, steps: int, batches: Optional[int] = None):
     of nearly equal size (the last one at most `epochs - 1` rounds short)."""
     rounds = learner.collector.rounds_within(steps) if learner.collector is not None else learner.batches
     if rounds < 1:
-        raise ValueError(f"--steps {steps} ends before the first gradient round (learning starts after "
-                         f"{learner.collector.warmup} transitions, in bursts every {learner.collector.train_every} "
-                         "env steps): raise --steps, or lower learning_starts with --hp.")
+        c = learner.collector
+        raise ValueError(f"--steps {steps} ends before the first gradient round (it needs max(learning_starts, "
+                         f"batch_size) = {max(c.warmup, c.bs)} stored transitions, and rounds come in bursts every "
+                         f"{c.train_every} env steps): raise --steps, or lower learning_starts or batch_size with --hp.")
     if batches is None:
         epochs = max(1, round(rounds / learner.batches))
         batches = math.ceil(rounds / epochs)
