@@ -215,6 +215,22 @@ def test_an_mlp_refuses_observations_that_are_not_one_vector():
         gym.registry.pop("ImageObservations-v0")
 
 
+def _needs_a_missing_package(**kwargs):
+    raise gym.error.DependencyNotInstalled("Box2D is not installed")
+
+
+def test_an_env_whose_package_is_missing_says_what_to_install():
+    gym.register("NeedsBox2D-v0", entry_point=_needs_a_missing_package)
+    try:
+        from fastrl_lite.envs import make_env
+        for make in (make_vec_env, make_env):
+            with pytest.raises(ValueError, match=r"NeedsBox2D-v0 needs a package that is not installed.*pip install "
+                                                 r"box2d"):
+                make("NeedsBox2D-v0")
+    finally:
+        gym.registry.pop("NeedsBox2D-v0")
+
+
 def test_a_buffer_larger_than_the_free_memory_is_refused_before_it_is_allocated():
     from fastrl_lite.memory.buffer import TensorStorage
     storage = TensorStorage(10 ** 9)

@@ -28,6 +28,20 @@ def check_env_id(env_id: str) -> str:
                      "`gymnasium.pprint_registry()` lists every registered id.")
 
 
+class MissingEnvDependency(gym.error.DependencyNotInstalled, ValueError):
+    "An env id whose package is not installed; says which to install."
+
+
+def _gym_make(env_id: str, **env_kwargs) -> gym.Env:
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except gym.error.DependencyNotInstalled as error:
+        raise MissingEnvDependency(
+            f"{env_id} needs a package that is not installed ({error}). For the Box2D envs (LunarLander, "
+            "BipedalWalker, CarRacing) `pip install box2d` is enough (gymnasium[box2d] also pulls pygame-ce, which "
+            "clashes with pygame); the MuJoCo envs need `pip install \"gymnasium[mujoco]\"`.") from error
+
+
 def _flat_observations(env: gym.Env) -> gym.Env:
     """`env` itself when it observes arrays (a `Box`); otherwise wrapped in gymnasium's
     `FlattenObservation`, so a Discrete observation arrives one-hot and a Tuple or Dict of spaces as
@@ -45,7 +59,7 @@ def _flat_observations(env: gym.Env) -> gym.Env:
 def make_env(env_id: str, flatten_observations: bool = True, **env_kwargs) -> gym.Env:
     """`gymnasium.make(env_id, **env_kwargs)`, its observations flattened as `make_vec_env` flattens
     them: the single env that greedy evaluation, GIF recording and `enjoy` play."""
-    env = gym.make(check_env_id(env_id), **env_kwargs)
+    env = _gym_make(check_env_id(env_id), **env_kwargs)
     return _flat_observations(env) if flatten_observations else env
 
 
@@ -71,7 +85,7 @@ def make_vec_env(env_ids: Union[str, Sequence[str]], num_envs: int = 1, async_en
 
     def env_fn(env_id):
         def make():
-            env = gym.make(env_id, **env_kwargs)
+            env = _gym_make(env_id, **env_kwargs)
             for wrapper in wrappers:
                 env = wrapper(env)
             return _flat_observations(env) if flatten_observations else env
