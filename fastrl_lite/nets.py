@@ -75,6 +75,15 @@ class DuelingHead(nn.Module):
         return self.value(x) + advantage - advantage.mean(dim=-1, keepdim=True)
 
 
+def mlp_body(in_sz: int, hidden: Sequence[int], activation_fn: Type[nn.Module] = nn.ReLU) -> Tuple[nn.Sequential, int]:
+    "Linear + activation for each size in `hidden`, and the width of its output."
+    layers, width = [], in_sz
+    for h in hidden:
+        layers += [nn.Linear(width, h), activation_fn()]
+        width = h
+    return nn.Sequential(*layers), width
+
+
 class DQN(nn.Module):
     "An MLP from a flat state to one Q-value per action; `dueling=True` swaps in a `DuelingHead`."
 
@@ -85,11 +94,7 @@ class DQN(nn.Module):
             raise ValueError(f"DQN needs state_sz >= 1 and action_sz >= 1, got {state_sz} and {action_sz}.")
         self.state_sz, self.action_sz = state_sz, action_sz
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        layers, width = [], state_sz
-        for h in hidden:
-            layers += [nn.Linear(width, h), activation_fn()]
-            width = h
-        self.body = nn.Sequential(*layers)
+        self.body, width = mlp_body(state_sz, hidden, activation_fn)
         self.dueling = dueling
         self.head = DuelingHead(width, action_sz) if dueling else nn.Linear(width, action_sz)
         self._parts = (self.body, self.head)  # plain tuples: the modules stay registered once, above
@@ -340,11 +345,7 @@ class SquashedGaussianActor(nn.Module):
         self.state_sz, self.action_sz = state_sz, action_sz
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        layers, width = [], state_sz
-        for h in hidden:
-            layers += [nn.Linear(width, h), activation_fn()]
-            width = h
-        self.body = nn.Sequential(*layers)
+        self.body, width = mlp_body(state_sz, hidden, activation_fn)
         self.mu = nn.Linear(width, action_sz)
         self.log_std = nn.Linear(width, action_sz)
         self._watched = watched((self.body, self.mu, self.log_std))  # for nets.through
@@ -401,11 +402,7 @@ class SquashedGSDEActor(nn.Module):
             raise ValueError(f"Need clip_mean > 0 and epsilon >= 0, got {clip_mean} and {epsilon}.")
         self.state_sz, self.action_sz = state_sz, action_sz
         self.clip_mean, self.epsilon = float(clip_mean), float(epsilon)
-        layers, width = [], state_sz
-        for h in hidden:
-            layers += [nn.Linear(width, h), activation_fn()]
-            width = h
-        self.body = nn.Sequential(*layers)
+        self.body, width = mlp_body(state_sz, hidden, activation_fn)
         self.mu = nn.Linear(width, action_sz)
         self.log_std = nn.Parameter(torch.full((width, action_sz), float(log_std_init)))
         self._watched = watched((self.body, self.mu))
