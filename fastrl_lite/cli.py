@@ -23,7 +23,7 @@ from . import distributed
 from .core import set_seed
 from .envs import GymDataPipe, check_env_id, make_env, make_vec_env
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
-from .presets import parse_overrides, resolve
+from .presets import DEFAULTS, parse_overrides, resolve
 
 
 # ---------------------------------------------------------------- settings in other libraries' units
@@ -183,7 +183,7 @@ def build_sac(env_id: str, hp: Dict, steps: int, seed: int, loggers):
             raise ValueError(f"log_std_init must be a finite number, got {log_std_init!r}.")
         actor = SquashedGSDEActor(state_sz, action_sz, hidden, log_std_init=float(log_std_init))
     else:
-        unused = [f"{k}={hp[k]}" for k, v in (("sde_sample_freq", -1), ("log_std_init", -3.0)) if hp[k] != v]
+        unused = [f"{k}={hp[k]}" for k in ("sde_sample_freq", "log_std_init") if hp[k] != DEFAULTS["sac"][k]]
         if unused:
             raise ValueError(f"{', '.join(unused)} only apply with use_sde=true (gSDE); add --hp use_sde=true.")
         actor = SquashedGaussianActor(state_sz, action_sz, hidden)

@@ -191,16 +191,19 @@ def test_log_prob_extras_ride_in_the_steps_and_the_replay(seeded):
 # actions in the env's units -----------------------------------------------------------------------------------
 
 
-def test_sac_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
-    set_seed(0)
-    actor, critics = SquashedGaussianActor(1, 1, (64, 64)), TwinCritic.of(1, 1, 64, 64)
-    env = bandit_env()
-    stepper = GymStepper(env, SACAgent(actor, random_steps=256), seed=0)
-    learner = SACLearner(actor, critics, [stepper], learning_rate=3e-3, learning_starts=256, batch_size=64,
-                         buffer_size=5000, batches=1000, tau=0.01)
+def learn_the_bandit(actor, batches):
+    "SAC with `actor` on the one-step bandit with bounds [0, 5]: the learner and its greedy action in the env's units."
+    stepper = GymStepper(bandit_env(), SACAgent(actor, random_steps=256), seed=0)
+    learner = SACLearner(actor, TwinCritic.of(1, 1, 64, 64), [stepper], learning_rate=3e-3, learning_starts=256,
+                         batch_size=64, buffer_size=5000, batches=batches, tau=0.01)
     learner.fit(1)
     with evaluating(actor):
-        action = stepper.to_env(stepper.agent(SimpleStep(state=torch.zeros(1, 1)))["action"])
+        return learner, float(stepper.to_env(stepper.agent(SimpleStep(state=torch.zeros(1, 1)))["action"]))
+
+
+def test_sac_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
+    set_seed(0)
+    learner, action = learn_the_bandit(SquashedGaussianActor(1, 1, (64, 64)), batches=1000)
     assert abs(float(action) - 3.0) < 0.3, float(action)
     stored = learner.collector.buffer.storage.tensors["action"][:len(learner.collector.buffer)]
     assert stored.min() >= -1 and stored.max() <= 1  # the replay keeps the policy's unit
@@ -274,13 +277,7 @@ def test_gsde_exploration_matrices_are_held_per_env_then_redrawn_and_resume_exac
 
 def test_sac_with_gsde_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
     set_seed(0)
-    actor, critics = SquashedGSDEActor(1, 1, (64, 64)), TwinCritic.of(1, 1, 64, 64)  # SB3's log σ init, -3
-    stepper = GymStepper(bandit_env(), SACAgent(actor, random_steps=256), seed=0)
-    learner = SACLearner(actor, critics, [stepper], learning_rate=3e-3, learning_starts=256, batch_size=64,
-                         buffer_size=5000, batches=2000, tau=0.01)
-    learner.fit(1)
-    with evaluating(actor):
-        action = stepper.to_env(stepper.agent(SimpleStep(state=torch.zeros(1, 1)))["action"])
+    _, action = learn_the_bandit(SquashedGSDEActor(1, 1, (64, 64)), batches=2000)  # SB3's log σ init, -3
     assert abs(float(action) - 3.0) < 0.3, float(action)
 
 

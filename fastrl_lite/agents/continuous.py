@@ -71,7 +71,8 @@ class OrnsteinUhlenbeck(_EpsilonNoise):
     def episode_ended(self, done: Tensor):
         "Restart the processes of the envs in `done` (a [num_envs] bool mask) at μ."
         if self.x is not None and self.x.dim() > 1 and self.x.shape[0] == done.shape[0]:
-            self.x[done.to(self.x.device)] = self.mu
+            # masked_fill_, not boolean indexing: no host sync when x lives on a GPU
+            self.x.masked_fill_(done.to(self.x.device).view(-1, *[1] * (self.x.dim() - 1)), self.mu)
 
     def reset(self, initial_state=None):
         super().reset(initial_state)

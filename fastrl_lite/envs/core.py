@@ -56,10 +56,14 @@ def _flat_observations(env: gym.Env) -> gym.Env:
     return gym.wrappers.FlattenObservation(env)
 
 
-def make_env(env_id: str, flatten_observations: bool = True, **env_kwargs) -> gym.Env:
-    """`gymnasium.make(env_id, **env_kwargs)`, its observations flattened as `make_vec_env` flattens
-    them: the single env that greedy evaluation, GIF recording and `enjoy` play."""
+def make_env(env_id: str, flatten_observations: bool = True, wrappers: Sequence[Callable] = (),
+             **env_kwargs) -> gym.Env:
+    """`gymnasium.make(env_id, **env_kwargs)` with `wrappers` applied in order, its observations
+    flattened as `make_vec_env` flattens them: each env of `make_vec_env`, and the single env that
+    greedy evaluation, GIF recording and `enjoy` play."""
     env = _gym_make(check_env_id(env_id), **env_kwargs)
+    for wrapper in wrappers:
+        env = wrapper(env)
     return _flat_observations(env) if flatten_observations else env
 
 
@@ -84,12 +88,7 @@ def make_vec_env(env_ids: Union[str, Sequence[str]], num_envs: int = 1, async_en
         env_kwargs.setdefault("render_mode", "rgb_array")
 
     def env_fn(env_id):
-        def make():
-            env = _gym_make(env_id, **env_kwargs)
-            for wrapper in wrappers:
-                env = wrapper(env)
-            return _flat_observations(env) if flatten_observations else env
-        return make
+        return lambda: make_env(env_id, flatten_observations, wrappers, **env_kwargs)
 
     fns = [env_fn(env_id) for env_id in env_ids for _ in range(num_envs)]
     if async_envs:
