@@ -20,7 +20,7 @@ import torch
 from gymnasium.error import DependencyNotInstalled
 
 from . import distributed
-from .core import set_seed
+from .core import check_seed, set_seed
 from .envs import GymDataPipe, check_env_id, make_env, make_vec_env
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
 from .presets import DEFAULTS, parse_overrides, resolve
@@ -337,7 +337,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         said = f"Hyper-parameters: those recorded in {out / 'config.json'}"
     else:
         env_id = env_id or DEFAULT_ENVS[algo]
-        seed = 0 if seed is None else seed
+        seed = check_seed(0 if seed is None else seed)
         check_env_id(env_id)
         used, said = resolve(algo, env_id, preset, hp)
         steps = steps or _whole(used, "n_timesteps", 1)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["SimpleStep", "FieldSpec", "register_field", "field_spec", "replay_fields", "env_steps_of", "TrainBatch",
-           "Records", "set_seed", "default_device", "evaluating"]
+           "Records", "check_seed", "set_seed", "default_device", "evaluating"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,8 +253,16 @@ class Records:
         self._marks.clear()
 
 
+def check_seed(seed) -> int:
+    "A seed is a whole number in [0, 2**32 - 1], the range NumPy and gymnasium take."
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"A seed must be a whole number in [0, 2**32 - 1], got {seed!r}.")
+    return int(seed)
+
+
 def set_seed(seed: int, deterministic: bool = False):
     "Seed Python, NumPy and torch; `deterministic` also asks torch for deterministic kernels."
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

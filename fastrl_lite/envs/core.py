@@ -24,6 +24,11 @@ def check_env_id(env_id: str) -> str:
         return env_id
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    namespace = env_id.split("/")[0] if "/" in env_id else None
+    if namespace and not any(key.startswith(namespace + "/") for key in gym.registry):
+        package = {"ALE": "ale-py"}.get(namespace, "the package that provides it")
+        hint += (f" No env of the namespace {namespace!r} is registered: install {package} and import it "
+                 f"(gymnasium.register_envs) before making the env.")
     raise ValueError(f"Unknown environment id {env_id!r}.{hint} "
                      "`gymnasium.pprint_registry()` lists every registered id.")
 

@@ -53,13 +53,16 @@ class Collector(Pipe):
         if bs < 1:
             raise ValueError(f"bs must be >= 1, got {bs}.")
         if bs > buffer.max_sz:
-            raise ValueError(f"bs={bs} is larger than the replay capacity max_sz={buffer.max_sz}: "
-                             "raise max_sz or lower bs.")
+            raise ValueError(f"The batch size bs={bs} is larger than the replay capacity max_sz={buffer.max_sz}: raise "
+                             "the capacity (max_sz; buffer_size on the command line) or lower the batch size "
+                             "(bs; batch_size).")
         if warmup < 0 or train_every < 1 or updates < 1:
             raise ValueError(f"Need warmup >= 0, train_every >= 1 and updates >= 1; got warmup={warmup}, "
                              f"train_every={train_every}, updates={updates}.")
         if warmup > buffer.max_sz:
-            raise ValueError(f"warmup={warmup} transitions can never be reached with max_sz={buffer.max_sz}.")
+            raise ValueError(f"warmup={warmup} transitions can never be reached with max_sz={buffer.max_sz}: raise the "
+                             "capacity (max_sz; buffer_size on the command line) or lower the warm-up "
+                             "(warmup; learning_starts).")
         self.buffer, self.bs, self.warmup = buffer, bs, warmup
         self.train_every, self.updates, self.carry_over = train_every, updates, carry_over
         self.env_steps = 0
