@@ -382,6 +382,19 @@ def test_infinite_bounds_are_refused():
         DDPGAgent(Actor(3, 1), action_space=space)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: GaussianNoise(None, sigma=float("nan")),
+    lambda: GaussianNoise(None, sigma=-0.1),
+    lambda: OrnsteinUhlenbeck(None, sigma=float("inf")),
+    lambda: OrnsteinUhlenbeck(None, theta=float("nan")),
+    lambda: OrnsteinUhlenbeck(None, dt=0.0),
+    lambda: GaussianNoise(None, max_epsilon=float("inf")),
+])
+def test_noise_settings_that_are_not_finite_or_negative_are_refused(make):
+    with pytest.raises(ValueError, match="finite|epsilon"):
+        make()
+
+
 def test_state_size_mismatches_are_refused():
     actor, critic = Actor(4, 1), Critic(3, 1)
     with pytest.raises(ValueError, match=r"Actor\(state_sz=4\).*Actor\(3"):

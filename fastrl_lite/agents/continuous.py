@@ -3,6 +3,7 @@ start, the action bounds check, scaling the policy's [-1, 1] actions onto the en
 env boundary, and the deterministic policy's agent."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
@@ -57,8 +58,9 @@ class OrnsteinUhlenbeck(_EpsilonNoise):
                  ret_original: bool = False, model: Optional[nn.Module] = None):
         super().__init__(source, action_sz, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val,
                          ret_original, model)
-        if theta < 0 or sigma < 0 or dt <= 0:
-            raise ValueError(f"Need theta >= 0, sigma >= 0 and dt > 0; got theta={theta}, sigma={sigma}, dt={dt}.")
+        if not all(math.isfinite(v) for v in (mu, theta, sigma, dt)) or theta < 0 or sigma < 0 or dt <= 0:
+            raise ValueError(f"Need finite numbers with theta >= 0, sigma >= 0 and dt > 0; got mu={mu}, theta={theta}, "
+                             f"sigma={sigma}, dt={dt}.")
         self.mu, self.theta, self.sigma, self.dt = mu, theta, sigma, dt
         self.x: Optional[Tensor] = None
 
@@ -94,8 +96,8 @@ class GaussianNoise(_EpsilonNoise):
                  explore_on_val: bool = False, ret_original: bool = False, model: Optional[nn.Module] = None):
         super().__init__(source, action_sz, min_epsilon, max_epsilon, max_steps, decrement_on_val, explore_on_val,
                          ret_original, model)
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}.")
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"sigma must be a finite number >= 0, got {sigma}.")
         self.sigma = sigma
 
     def noise(self, action: Tensor) -> Tensor:
@@ -194,7 +196,7 @@ class ActionScaler:
             self._half = (self.high - self.low) * 0.5  # exact: low + (u + 1) * half rounds as SB3's unscaling does
 
     @classmethod
-    def of(cls, space: gym.spaces.Box, algo: str = "A tanh-bounded agent") -> "ActionScaler":
+    def of(cls, space: gym.spaces.Box, algo: str = "This agent") -> "ActionScaler":
         "A scaler onto the bounds of `space` (checked to be a `Box` with finite bounds)."
         space = check_continuous(space, algo)
         return cls(space.low, space.high)
