@@ -21,8 +21,9 @@ from gymnasium.error import DependencyNotInstalled
 
 from . import distributed
 from .core import check_seed, set_seed
-from .envs import GymDataPipe, check_env_id, make_env, make_vec_env
+from .envs import GymDataPipe, cap_episode_length, check_env_id, make_env, make_vec_env
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
+from .memory.rollout import RolloutCollector
 from .presets import DEFAULTS, parse_overrides, resolve
 
 
@@ -251,6 +252,10 @@ def plan_epochs(learner, steps: int, batches: Optional[int] = None):
     rounds = learner.collector.rounds_within(steps) if learner.collector is not None else learner.batches
     if rounds < 1:
         c = learner.collector
+        if isinstance(c, RolloutCollector):
+            raise ValueError(f"--steps {steps} ends before the first rollout is complete (a rollout is n_steps x n_envs "
+                             f"= {c.n_steps} x {c.n_envs or 1} = {c.n_steps * (c.n_envs or 1)} env steps): raise "
+                             "--steps, or lower n_steps or n_envs with --hp.")
         raise ValueError(f"--steps {steps} ends before the first gradient round (it needs max(learning_starts, "
                          f"batch_size) = {max(c.warmup, c.bs)} stored transitions, and rounds come in bursts every "
                          f"{c.train_every} env steps): raise --steps, or lower learning_starts or batch_size with --hp.")
@@ -472,7 +477,7 @@ def show_episode(learner, env_id: str, seed: int) -> float:
     import numpy as np
     from .core import evaluating
     from .loggers.video import _greedy_policy, _to_env_action
-    env = make_env(env_id, render_mode="human")
+    env = make_env(env_id, render_mode="human", wrappers=[cap_episode_length])
     policy, model = _greedy_policy(learner, env.action_space)
     try:
         obs, _ = env.reset(seed=seed)

@@ -36,10 +36,10 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def refused(tmp_path, *args, message):
-    "The command exits with status 2 and `message` before it makes the run folder."
+def refused(tmp_path, *args, message, algo="dqn"):
+    "`train algo` exits with status 2 and `message` before it makes the run folder."
     out = tmp_path / "refused"
-    done = cli("train", "dqn", "--out", out, *args, check=False)
+    done = cli("train", algo, "--out", out, *args, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr, done.stderr
     assert not out.exists(), f"a refused run left {sorted(p.name for p in out.iterdir())}"
@@ -70,6 +70,12 @@ def refused(tmp_path, *args, message):
 ])
 def test_bad_settings_are_refused_before_the_run_folder_is_made(tmp_path, args, message):
     refused(tmp_path, *args, message=message)
+
+
+def test_ppo_steps_short_of_one_rollout_are_refused(tmp_path):
+    refused(tmp_path, "--env", "Pendulum-v1", "--steps", "2048", algo="ppo",
+            message="--steps 2048 ends before the first rollout is complete (a rollout is n_steps x n_envs = 1024 x 4 "
+                    "= 4096 env steps)")
 
 
 def test_an_existing_run_is_not_overwritten(tmp_path, run_dir):

@@ -13,7 +13,7 @@ from fastrl_lite import (SimpleStep, TrainBatch, GymStepper, GymDataPipe, NStepp
                          StepBatcher, AgentBase, AgentHead, StepFieldSelector, SimpleModelRunner,
                          DiscreteEpsilonRandomSelect, TargetModelUpdater, SoftTargetUpdater, LossCollector,
                          find_pipes, find_pipe, pipe_to_device, make_vec_env, evaluating, Records)
-from fastrl_lite.envs import check_env_id
+from fastrl_lite.envs import cap_episode_length, check_env_id
 
 
 def steps_from(rows):
@@ -241,6 +241,25 @@ def test_a_buffer_larger_than_the_free_memory_is_refused_before_it_is_allocated(
     storage.max_sz = 4  # nothing was kept from the refused write: a fitting one goes through
     storage.write(SimpleStep(state=torch.ones(1, 1000)), 0, 1)
     assert storage.tensors["state"].shape == (4, 1000)
+
+
+def test_evaluation_ends_the_episodes_of_an_env_without_a_time_limit():
+    "CliffWalking has no time limit: a greedy policy that never reaches the goal would play forever."
+    env = cap_episode_length(gym.make("CliffWalking-v1"), cap=7)
+    env.reset(seed=0)
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, _ = env.step(0)  # up, into the wall: never the goal
+        steps += 1
+    assert (steps, terminated, truncated) == (7, False, True)
+    assert cap_episode_length(gym.make("CartPole-v1"), cap=7).spec.max_episode_steps == 500  # its own limit stays
+    from fastrl_lite.algos.dqn import DQNAgent, DQNLearner
+    model = nn.Sequential(nn.Linear(48, 4))
+    with torch.no_grad():  # always "up": the greedy policy never ends an episode
+        model[0].weight.zero_(), model[0].bias.copy_(torch.tensor([1.0, 0, 0, 0]))
+    learner = DQNLearner(model, [GymDataPipe(["CliffWalking-v1"], agent=DQNAgent(model), n=100)], warmup=0, bs=8,
+                         max_sz=100)
+    assert learner.validate(2)["returns"] == [-10_000.0, -10_000.0]  # -1 for each of the 10 000 capped steps
 
 
 def test_unknown_env_id_suggests_close_ids():

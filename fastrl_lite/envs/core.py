@@ -15,7 +15,7 @@ from ..core import SimpleStep
 from ..distributed import rank_seed
 from ..pipes import Pipe
 
-__all__ = ["GymStepper", "make_env", "make_vec_env", "check_env_id"]
+__all__ = ["GymStepper", "make_env", "make_vec_env", "check_env_id", "cap_episode_length", "EVAL_EPISODE_CAP"]
 
 
 def check_env_id(env_id: str) -> str:
@@ -59,6 +59,19 @@ def _flat_observations(env: gym.Env) -> gym.Env:
         raise ValueError(f"{env.spec.id if env.spec else env}: observations of {env.observation_space} cannot be made "
                          "into one vector; the networks need Box (array) observations.") from error
     return gym.wrappers.FlattenObservation(env)
+
+
+EVAL_EPISODE_CAP = 10_000
+
+
+def cap_episode_length(env: gym.Env, cap: int = EVAL_EPISODE_CAP) -> gym.Env:
+    """`env` wrapped in gymnasium's `TimeLimit(env, cap)` when it has no time limit of its own
+    (CliffWalking, an env registered without `max_episode_steps`), else `env` itself. Greedy
+    evaluation, GIFs and `enjoy` play through it, so a policy that never reaches a terminal state
+    ends its episode, truncated, instead of running forever."""
+    if env.spec is not None and env.spec.max_episode_steps is not None:
+        return env
+    return gym.wrappers.TimeLimit(env, max_episode_steps=cap)
 
 
 def make_env(env_id: str, flatten_observations: bool = True, wrappers: Sequence[Callable] = (),

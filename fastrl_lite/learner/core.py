@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import distributed
 from ..core import Records, evaluating, set_seed
-from ..envs import GymStepper, make_vec_env
+from ..envs import GymStepper, cap_episode_length, make_vec_env
 from ..memory import Collector
 from ..pipes import Pipe, find_pipe, pipe_graph
 
@@ -263,7 +263,10 @@ class Learner:
             if self.stepper is None or self.stepper.agent is None:
                 raise RuntimeError("validate needs a pipeline whose GymStepper has an agent.")
             env_ids = env_ids or [self.stepper.env.get_attr("spec")[0].id]
-            stepper = GymStepper(make_vec_env(env_ids, num_envs=1), self.stepper.agent, seed=seed)
+            # an env without a time limit of its own gets one, so a greedy policy that never ends an episode
+            # cannot hang the evaluation
+            stepper = GymStepper(make_vec_env(env_ids, num_envs=1, wrappers=[cap_episode_length]), self.stepper.agent,
+                                 seed=seed)
         if stepper.agent is None:
             raise RuntimeError("The validation pipeline has no agent: build it with GymDataPipe(..., agent=...).")
         records, stepper.records = stepper.records, Records()

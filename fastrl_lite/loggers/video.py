@@ -81,8 +81,8 @@ def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_ste
         # rgb_array frames are drawn off-screen; without a display SDL's search for one only prints
         # errors into the output (a driver the user chose is kept)
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    from ..envs.core import make_env
-    env = make_env(env_id, render_mode="rgb_array", **env_kwargs)
+    from ..envs.core import cap_episode_length, make_env
+    env = make_env(env_id, render_mode="rgb_array", wrappers=[cap_episode_length], **env_kwargs)
     policy, model = _greedy_policy(agent_or_model, env.action_space)
     frames, episode_return, steps = [], 0.0, 0
 
