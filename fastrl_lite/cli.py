@@ -21,7 +21,7 @@ from gymnasium.error import DependencyNotInstalled
 
 from . import distributed
 from .core import check_seed, set_seed
-from .envs import GymDataPipe, cap_episode_length, check_env_id, make_env, make_vec_env
+from .envs import GymDataPipe, check_env_id, make_env, make_vec_env
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
 from .memory.rollout import RolloutCollector
 from .presets import DEFAULTS, parse_overrides, resolve
@@ -476,8 +476,8 @@ def show_episode(learner, env_id: str, seed: int) -> float:
     import gymnasium as gym
     import numpy as np
     from .core import evaluating
-    from .loggers.video import _greedy_policy, _to_env_action
-    env = make_env(env_id, render_mode="human", wrappers=[cap_episode_length])
+    from .loggers.video import _greedy_policy, _to_env_action, rendering_env
+    env = rendering_env(env_id, "human")
     policy, model = _greedy_policy(learner, env.action_space)
     try:
         obs, _ = env.reset(seed=seed)

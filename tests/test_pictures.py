@@ -127,3 +127,30 @@ def test_cli_train_writes_the_episode_gif(tmp_path):
     image = Image.open(tmp_path / "episode.gif")
     assert image.format == "GIF" and image.is_animated and image.size == (150, 100)
     assert result["env_steps"] == 1500
+
+
+class _NoRenderBandit(gym.Env):
+    "A one-step env whose constructor, as many users' envs, takes no render_mode."
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), float(action), True, False, {}
+
+
+def test_an_env_that_takes_no_render_mode_is_trained_and_evaluated_without_a_gif(tmp_path, capsys):
+    from fastrl_lite.cli import train
+    gym.register("NoRenderBandit-v0", entry_point=_NoRenderBandit)
+    try:
+        with pytest.raises(ValueError, match="NoRenderBandit-v0 takes no render_mode='rgb_array'"):
+            record_episode_gif(DQN(2, 2, hidden=(8,)), "NoRenderBandit-v0", tmp_path / "x.gif")
+        result = train("dqn", "NoRenderBandit-v0", steps=1500, out=tmp_path / "run", eval_episodes=2, progress=False)
+    finally:
+        del gym.registry["NoRenderBandit-v0"]
+    assert "No episode.gif: NoRenderBandit-v0 takes no render_mode" in capsys.readouterr().out
+    assert not (tmp_path / "run" / "episode.gif").exists() and (tmp_path / "run" / "eval.json").exists()
+    assert result["eval_returns"] == [1.0, 1.0]  # the better arm, learned in 1500 one-step episodes

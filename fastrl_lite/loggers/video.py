@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -21,7 +22,6 @@ def _greedy_policy(agent_or_model, action_space) -> Tuple[Callable, nn.Module]:
     pipeline (exploration that switches off in eval mode, its `to_env` action scaling); a `Learner` lends its
     training agent; a bare module acts greedily: argmax of its outputs for a discrete action space,
     its output clipped to the bounds for a continuous one."""
-    import gymnasium as gym
     stepper = getattr(agent_or_model, "stepper", None)
     if stepper is not None and getattr(stepper, "agent", None) is not None:
         agent_or_model = stepper.agent
@@ -51,13 +51,26 @@ def _greedy_policy(agent_or_model, action_space) -> Tuple[Callable, nn.Module]:
 
 
 def _to_env_action(action: torch.Tensor, action_space):
-    import gymnasium as gym
     action = action.detach().cpu().numpy()
     if isinstance(action_space, gym.spaces.Discrete):
         return int(action.reshape(-1)[0])
     if action.size != int(np.prod(action_space.shape)):
         raise ValueError(f"The policy returned {action.size} action values; the env's action space is {action_space}.")
     return action.reshape(action_space.shape).astype(action_space.dtype)
+
+
+def rendering_env(env_id: str, render_mode: str, **env_kwargs) -> gym.Env:
+    """The single env that a GIF or `enjoy` plays: `make_env(env_id, render_mode=...)`, its episodes
+    capped by `cap_episode_length`. An env whose constructor takes no `render_mode` gets a
+    `ValueError` that says so, instead of gymnasium's TypeError."""
+    from ..envs.core import cap_episode_length, make_env
+    try:
+        return make_env(env_id, render_mode=render_mode, wrappers=[cap_episode_length], **env_kwargs)
+    except TypeError as error:
+        if "render_mode" not in str(error):
+            raise
+        raise ValueError(f"{env_id} takes no render_mode={render_mode!r}, so its episodes cannot be drawn: give its "
+                         f"constructor a render_mode argument, as gymnasium's envs have ({error}).") from error
 
 
 def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_steps: Optional[int] = None,
@@ -71,7 +84,6 @@ def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_ste
     `max_frames` of them (`None` for all), downscaled by `scale`, played at `fps` frames a second.
     Rendering needs Pillow and the env's renderer (pygame for the classic-control envs).
     """
-    import gymnasium as gym
     from PIL import Image
     if not 0 < scale <= 1 or every < 1 or fps < 1 or (max_frames is not None and max_frames < 2):
         raise ValueError(f"Need 0 < scale <= 1, every >= 1, fps >= 1 and max_frames >= 2 (or None); got "
@@ -81,8 +93,7 @@ def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_ste
         # rgb_array frames are drawn off-screen; without a display SDL's search for one only prints
         # errors into the output (a driver the user chose is kept)
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    from ..envs.core import cap_episode_length, make_env
-    env = make_env(env_id, render_mode="rgb_array", wrappers=[cap_episode_length], **env_kwargs)
+    env = rendering_env(env_id, "rgb_array", **env_kwargs)
     policy, model = _greedy_policy(agent_or_model, env.action_space)
     frames, episode_return, steps = [], 0.0, 0
 
