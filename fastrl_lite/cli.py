@@ -70,6 +70,13 @@ def target_rounds(hp: Dict, train_every: int, updates: int):
                               f"(target_update_interval={interval} env steps)")
 
 
+def _flag(hp: Dict, key: str) -> bool:
+    value = hp[key]
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}.")
+    return value
+
+
 def _net_arch(hp: Dict):
     arch = hp["net_arch"]
     if not isinstance(arch, (list, tuple)) or not arch or not all(isinstance(n, int) and n > 0 for n in arch):
@@ -110,9 +117,9 @@ def build_dqn(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     return DQNLearner(model, [dl], logger_bases=loggers, lr=_positive(hp, "learning_rate"),
                       bs=_whole(hp, "batch_size", 1), max_sz=_whole(hp, "buffer_size", 1),
                       warmup=_whole(hp, "learning_starts", 0), train_every=train_every, updates=updates,
-                      gamma=hp["gamma"], target_sync=sync, double=bool(hp["double_q"]),
-                      clip_grad_norm=hp["max_grad_norm"], batches=1280, prioritized=bool(hp.get("prioritized")),
-                      sail=bool(hp.get("sail")))
+                      gamma=hp["gamma"], target_sync=sync, double=_flag(hp, "double_q"),
+                      clip_grad_norm=hp["max_grad_norm"], batches=1280, prioritized=_flag(hp, "prioritized"),
+                      sail=_flag(hp, "sail"))
 
 
 def _continuous_sizes(env_id: str, algo: str):
@@ -129,9 +136,10 @@ def _learning_starts(hp: Dict) -> int:
 
 
 def build_ddpg(env_id: str, hp: Dict, steps: int, seed: int, loggers):
-    "DDPG with Gaussian exploration noise σ = `noise_std` (of the half action range)."
-    from functools import partial
-    from .algos.ddpg import Actor, Critic, DDPGAgent, DDPGLearner, GaussianNoise
+    """DDPG exploring with rl-zoo's `noise_type` ('normal', or 'ornstein-uhlenbeck' for temporally
+    correlated noise) of scale σ = `noise_std` (of the half action range)."""
+    from .agents import action_noise
+    from .algos.ddpg import Actor, Critic, DDPGAgent, DDPGLearner
     state_sz, action_sz = _continuous_sizes(env_id, "DDPG")
     hidden = _net_arch(hp)
     if len(hidden) != 2:
@@ -139,7 +147,7 @@ def build_ddpg(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     actor, critic = Actor(state_sz, action_sz, *hidden), Critic(state_sz, action_sz, *hidden)
     warmup = _learning_starts(hp)
     train_every, updates = collection(hp)
-    agent = DDPGAgent(actor, exploration=partial(GaussianNoise, sigma=hp["noise_std"]), random_steps=warmup)
+    agent = DDPGAgent(actor, exploration=action_noise(hp["noise_type"], hp["noise_std"]), random_steps=warmup)
     dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps, num_envs=hp["n_envs"])
     lr = _positive(hp, "learning_rate")
     return DDPGLearner(actor, critic, [dl], logger_bases=loggers, actor_lr=lr, critic_lr=lr, tau=hp["tau"],
@@ -148,7 +156,8 @@ def build_ddpg(env_id: str, hp: Dict, steps: int, seed: int, loggers):
 
 
 def build_td3(env_id: str, hp: Dict, steps: int, seed: int, loggers):
-    "TD3 with SB3's names: policy delay, target policy noise clipped at `target_noise_clip`."
+    """TD3 with SB3's names: policy delay, target policy noise clipped at `target_noise_clip`, and
+    rl-zoo's exploration `noise_type` ('normal' or 'ornstein-uhlenbeck') of scale `noise_std`."""
     from .algos.td3 import TD3Agent, TD3Learner, TwinCritic
     from .nets import Actor
     state_sz, action_sz = _continuous_sizes(env_id, "TD3")
@@ -158,8 +167,8 @@ def build_td3(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     actor, critics = Actor(state_sz, action_sz, *hidden), TwinCritic.of(state_sz, action_sz, *hidden)
     warmup = _learning_starts(hp)
     train_every, updates = collection(hp)
-    dl = GymDataPipe([env_id], agent=TD3Agent(actor, noise_std=hp["noise_std"], random_steps=warmup), seed=seed,
-                     n=steps, num_envs=hp["n_envs"])
+    agent = TD3Agent(actor, noise_std=hp["noise_std"], random_steps=warmup, noise_type=hp["noise_type"])
+    dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps, num_envs=hp["n_envs"])
     return TD3Learner(actor, critics, [dl], logger_bases=loggers, learning_rate=_positive(hp, "learning_rate"),
                       buffer_size=_whole(hp, "buffer_size", 1), learning_starts=warmup,
                       batch_size=_whole(hp, "batch_size", 1), tau=hp["tau"], gamma=hp["gamma"],
@@ -176,9 +185,7 @@ def build_sac(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     hidden = _net_arch(hp)
     if len(hidden) != 2:
         raise ValueError(f"SAC's critics have two hidden layers; net_arch must have two sizes, got {hidden}.")
-    if not isinstance(hp["use_sde"], bool):
-        raise ValueError(f"use_sde must be true or false, got {hp['use_sde']!r}.")
-    if hp["use_sde"]:
+    if _flag(hp, "use_sde"):
         log_std_init = hp["log_std_init"]
         if not isinstance(log_std_init, (int, float)) or isinstance(log_std_init, bool) or not math.isfinite(log_std_init):
             raise ValueError(f"log_std_init must be a finite number, got {log_std_init!r}.")
@@ -223,14 +230,14 @@ def build_ppo(env_id: str, hp: Dict, steps: int, seed: int, loggers):
                                log_std_init=hp["log_std_init"])
     probe.close()
     n_envs = _whole(hp, "n_envs", 1)
-    dl = PPODataPipe(env_id, policy, n_envs=n_envs, seed=seed, normalize_obs=bool(hp["normalize"]),
-                     normalize_reward=bool(hp["normalize"]), gamma=hp["gamma"], n=steps)
+    dl = PPODataPipe(env_id, policy, n_envs=n_envs, seed=seed, normalize_obs=_flag(hp, "normalize"),
+                     normalize_reward=_flag(hp, "normalize"), gamma=hp["gamma"], n=steps)
     return PPOLearner(policy, [dl], logger_bases=loggers, learning_rate=_schedule(hp, "learning_rate"),
                       n_steps=_whole(hp, "n_steps", 1), batch_size=_whole(hp, "batch_size", 1),
                       n_epochs=_whole(hp, "n_epochs", 1), gamma=hp["gamma"], gae_lambda=hp["gae_lambda"],
                       clip_range=_schedule(hp, "clip_range"),
                       clip_range_vf=None if hp["clip_range_vf"] is None else _schedule(hp, "clip_range_vf"),
-                      normalize_advantage=bool(hp["normalize_advantage"]), ent_coef=hp["ent_coef"],
+                      normalize_advantage=_flag(hp, "normalize_advantage"), ent_coef=hp["ent_coef"],
                       vf_coef=hp["vf_coef"], max_grad_norm=hp["max_grad_norm"], target_kl=hp["target_kl"],
                       total_timesteps=steps)
 

@@ -12,6 +12,7 @@ The names are rl-zoo's (Stable-Baselines3's), in their units, so a setting from 
 - `exploration_fraction`: share of the run over which ε decays from `exploration_initial_eps` to
   `exploration_final_eps`;
 - `net_arch`: hidden layer sizes; `n_envs`: envs stepped side by side;
+- `noise_type` (DDPG, TD3): 'normal' or 'ornstein-uhlenbeck' exploration, of scale `noise_std`;
 - `use_sde` (SAC): generalized state-dependent exploration, with `log_std_init` its initial log σ
   and `sde_sample_freq` the env steps each exploration matrix is held (-1: one collection phase).
 
@@ -38,11 +39,11 @@ DEFAULTS: Dict[str, Dict] = {
     # SB3's DDPG/TD3 defaults (γ 0.99, τ 0.005, batch 256, 1M buffer, 100 learning starts)
     "ddpg": {"n_timesteps": 20_000, "learning_rate": 1e-3, "batch_size": 256, "buffer_size": 1_000_000,
              "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,
-             "noise_std": 0.1, "net_arch": [400, 300], "n_envs": 1},
+             "noise_type": "normal", "noise_std": 0.1, "net_arch": [400, 300], "n_envs": 1},
     "td3": {"n_timesteps": 20_000, "learning_rate": 1e-3, "batch_size": 256, "buffer_size": 1_000_000,
             "learning_starts": 100, "gamma": 0.99, "tau": 0.005, "train_freq": 1, "gradient_steps": 1,
-            "noise_std": 0.1, "policy_delay": 2, "target_policy_noise": 0.2, "target_noise_clip": 0.5,
-            "net_arch": [400, 300], "n_envs": 1},
+            "noise_type": "normal", "noise_std": 0.1, "policy_delay": 2, "target_policy_noise": 0.2,
+            "target_noise_clip": 0.5, "net_arch": [400, 300], "n_envs": 1},
     # SB3's SAC defaults (lr 3e-4, 1M buffer, 100 learning starts, batch 256, τ 0.005, γ 0.99, α tuned to the
     # target entropy -|A|); as in SB3, SAC's `target_update_interval` counts gradient rounds, not env steps
     "sac": {"n_timesteps": 20_000, "learning_rate": 3e-4, "batch_size": 256, "buffer_size": 1_000_000,
@@ -70,6 +71,10 @@ _ZOO_SMALL_DQN = {"n_timesteps": 100_000, "learning_rate": 6.3e-4, "batch_size":
 _ZOO_PENDULUM = {"n_timesteps": 20_000, "gamma": 0.98, "buffer_size": 200_000, "learning_starts": 10_000,
                  "noise_std": 0.1, "learning_rate": 1e-3, "net_arch": [400, 300]}
 
+# rl-zoo's MountainCarContinuous settings for DDPG and TD3: SB3's defaults with temporally correlated
+# exploration strong enough to reach the flag by chance
+_ZOO_MOUNTAINCAR = {"n_timesteps": 300_000, "noise_type": "ornstein-uhlenbeck", "noise_std": 0.5}
+
 PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
     "dqn": {
         "CartPole-v1": {
@@ -86,10 +91,16 @@ PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
                                               "gradient_steps": 8, "exploration_fraction": 0.2,
                                               "exploration_final_eps": 0.07, "net_arch": [256, 256]}}},
     },
-    "ddpg": {"Pendulum-v1": {"default": {"source": ZOO.format("ddpg", "Pendulum-v1"), "hp": _ZOO_PENDULUM}}},
+    "ddpg": {"Pendulum-v1": {"default": {"source": ZOO.format("ddpg", "Pendulum-v1"), "hp": _ZOO_PENDULUM}},
+             "LunarLanderContinuous-v3": {"default": {"source": ZOO.format("ddpg", "LunarLanderContinuous-v2"),
+                                                      "hp": {**_ZOO_PENDULUM, "n_timesteps": 300_000}}},
+             "MountainCarContinuous-v0": {"default": {"source": ZOO.format("ddpg", "MountainCarContinuous-v0"),
+                                                      "hp": _ZOO_MOUNTAINCAR}}},
     "td3": {"Pendulum-v1": {"default": {"source": ZOO.format("td3", "Pendulum-v1"), "hp": _ZOO_PENDULUM}},
             "LunarLanderContinuous-v3": {"default": {"source": ZOO.format("td3", "LunarLanderContinuous-v2"),
-                                                     "hp": {**_ZOO_PENDULUM, "n_timesteps": 300_000}}}},
+                                                     "hp": {**_ZOO_PENDULUM, "n_timesteps": 300_000}}},
+            "MountainCarContinuous-v0": {"default": {"source": ZOO.format("td3", "MountainCarContinuous-v0"),
+                                                     "hp": _ZOO_MOUNTAINCAR}}},
     "sac": {"Pendulum-v1": {"default": {"source": ZOO.format("sac", "Pendulum-v1"),
                                         "hp": {"n_timesteps": 20_000, "learning_rate": 1e-3}}},
             # rl-zoo lets the learning rate fall linearly to 0 (lin_7.3e-4); here it stays constant

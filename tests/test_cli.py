@@ -64,6 +64,7 @@ def refused(tmp_path, *args, message, algo="dqn"):
     (["--hp", "net_arch=256"], "net_arch must be a list of layer sizes"),
     (["--preset", "tuned"], "dqn has no preset 'tuned' for CartPole-v1 (its presets: default, zoo)"),
     (["--num-envs", "0"], "n_envs must be >= 1, got 0"),
+    (["--hp", "double_q=maybe"], "double_q must be true or false, got 'maybe'"),
     (["--seed", "-1"], "A seed must be a whole number in [0, 2**32 - 1], got -1"),
     (["--env", "ALE/Pong-v5"], "No env of the namespace 'ALE' is registered: install ale-py"),
     (["--hp", "buffer_size=10"], "raise the capacity (max_sz; buffer_size on the command line)"),

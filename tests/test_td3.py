@@ -118,6 +118,25 @@ def test_td3_learns_the_best_action_of_a_bandit_with_asymmetric_bounds():
     assert stored.min() >= -1 and stored.max() <= 1  # the replay keeps the actor's unit
 
 
+def test_ornstein_uhlenbeck_exploration_by_name_is_correlated_in_time():
+    "rl-zoo's noise_type: 'ornstein-uhlenbeck' moves a little each step, 'normal' jumps by about σ√2."
+    set_seed(0)
+    actor = Actor(3, 1, 8, 8)
+    with torch.no_grad():
+        actor.head.weight.zero_(), actor.head.bias.zero_()  # μ(s) = 0: the actions are the noise
+    space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    steps = {}
+    for noise_type in ("ornstein-uhlenbeck", "normal"):
+        agent = TD3Agent(actor, noise_std=0.5, noise_type=noise_type, action_space=space)
+        actions = torch.cat([agent(SimpleStep(state=torch.zeros(2, 3))) for _ in range(300)], dim=1)
+        steps[noise_type] = actions.diff(dim=1).abs().mean()
+    assert steps["ornstein-uhlenbeck"] < 0.1 < 0.4 < steps["normal"], steps  # σ√dt = 0.05 a step against ~0.56
+    with pytest.raises(ValueError, match="noise_type='ou': use one of 'normal', 'ornstein-uhlenbeck'"):
+        TD3Agent(actor, noise_type="ou")
+    with pytest.raises(ValueError, match="sigma"):
+        TD3Agent(actor, noise_std=float("nan"))
+
+
 def test_bad_input_is_refused():
     actor = Actor(4, 1)
     with pytest.raises(ValueError, match="continuous.*DQN"):
@@ -165,6 +184,16 @@ def test_cli_trains_td3_and_writes_the_run_folder(tmp_path, capsys):
     assert result["algo"] == "td3" and result["env_steps"] == 600 and len(result["eval_returns"]) == 1
     assert set(torch.load(out / "model.pt")) == {"actor", "critics"}
     assert "critic_loss" in (out / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_cli_takes_rl_zoos_ornstein_uhlenbeck_preset_for_mountaincar(tmp_path, capsys):
+    out = tmp_path / "mcc"
+    cli_main(["train", "td3", "--env", "MountainCarContinuous-v0", "--steps", "400", "--out", str(out),
+              "--eval-episodes", "1"])
+    said = capsys.readouterr().out
+    assert "preset 'default' for MountainCarContinuous-v0 (rl-baselines3-zoo hyperparams/td3.yml" in said
+    hp = json.loads((out / "config.json").read_text())["hp"]
+    assert (hp["noise_type"], hp["noise_std"], hp["n_timesteps"]) == ("ornstein-uhlenbeck", 0.5, 400)
 
 
 def test_td3_learns_pendulum_within_15k_steps():

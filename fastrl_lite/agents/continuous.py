@@ -4,6 +4,7 @@ env boundary, and the deterministic policy's agent."""
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
@@ -13,8 +14,8 @@ from torch import Tensor, nn
 from ..pipes import Pipe
 from .core import (ActionClip, AgentBase, AgentHead, EpsilonSchedule, SimpleModelRunner, StepFieldSelector)
 
-__all__ = ["OrnsteinUhlenbeck", "GaussianNoise", "ExplorationComparisonLogger", "RandomStartRunner", "ActionScaler",
-           "check_continuous", "DeterministicAgent"]
+__all__ = ["OrnsteinUhlenbeck", "GaussianNoise", "action_noise", "ExplorationComparisonLogger", "RandomStartRunner",
+           "ActionScaler", "check_continuous", "DeterministicAgent"]
 
 
 # Exploration: a_t = μ(s_t) + ε N_t, in the policy's units ---------------------------------------
@@ -102,6 +103,20 @@ class GaussianNoise(_EpsilonNoise):
 
     def noise(self, action: Tensor) -> Tensor:
         return self.sigma * torch.randn_like(action)
+
+
+NOISE_TYPES = ("normal", "ornstein-uhlenbeck")
+
+
+def action_noise(noise_type: str = "normal", sigma: float = 0.1) -> Callable:
+    """The exploration stage named as Stable-Baselines3 and rl-zoo name it (`noise_type`, `noise_std`):
+    'normal' is `GaussianNoise`, 'ornstein-uhlenbeck' `OrnsteinUhlenbeck` (θ 0.15, dt 0.01), both of
+    constant scale σ. Returns the builder `DeterministicAgent(exploration=...)` takes."""
+    if noise_type not in NOISE_TYPES:
+        raise ValueError(f"noise_type={noise_type!r}: use one of {', '.join(map(repr, NOISE_TYPES))}.")
+    noise = GaussianNoise if noise_type == "normal" else OrnsteinUhlenbeck
+    noise(None, sigma=sigma)  # refuses a bad σ now, not at the first env step
+    return partial(noise, sigma=sigma, min_epsilon=1.0, max_epsilon=1.0)
 
 
 class _Rows:

@@ -21,14 +21,13 @@ rl-zoo's names and defaults.
 from __future__ import annotations
 
 import copy
-from functools import partial
 from typing import Optional, Sequence, Type, Union
 
 import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
-from ..agents import AgentHead, DeterministicAgent, GaussianNoise, check_continuous
+from ..agents import AgentHead, DeterministicAgent, action_noise, check_continuous
 from ..core import SimpleStep, TrainBatch
 from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
 from ..learner.actor_critic import ActorLossProcessor
@@ -106,11 +105,13 @@ class TwinCriticLoss(Pipe):
 # 2. The agent ----------------------------------------------------------------------------------------
 
 def TD3Agent(actor: nn.Module, noise_std: float = 0.1, random_steps: int = 0,
-             action_space: Optional[gym.spaces.Box] = None) -> AgentHead:
+             action_space: Optional[gym.spaces.Box] = None, noise_type: str = "normal") -> AgentHead:
     """TD3's exploration: μ(s) + N(0, noise_std) (a fraction of half the action range) while `actor`
     trains, the greedy μ(s) in eval mode, uniform random actions for the first `random_steps` env
-    steps; clipped to [-1, 1] and scaled onto the env's bounds where the env receives them."""
-    return DeterministicAgent(actor, partial(GaussianNoise, sigma=noise_std), random_steps=random_steps,
+    steps; clipped to [-1, 1] and scaled onto the env's bounds where the env receives them.
+    `noise_type='ornstein-uhlenbeck'` explores with temporally correlated noise of scale `noise_std`
+    instead (rl-zoo's choice for MountainCarContinuous)."""
+    return DeterministicAgent(actor, action_noise(noise_type, noise_std), random_steps=random_steps,
                               action_space=action_space)
 
 
