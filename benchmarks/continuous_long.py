@@ -53,7 +53,6 @@ SETTINGS = {
 
 def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int, sde: bool = False):
     import math
-    from functools import partial
     import torch
     from fastrl_lite import GymDataPipe, SimpleStep, evaluating, set_seed
     from fastrl_lite.nets import Actor, SquashedGaussianActor, SquashedGSDEActor, TwinCritic
@@ -65,12 +64,9 @@ def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, epis
     hidden = s["net_arch"]
     warmup = s["learning_starts"]
     if algo == "td3":
-        from fastrl_lite.agents import DeterministicAgent, GaussianNoise, OrnsteinUhlenbeck
-        from fastrl_lite.algos.td3 import TD3Learner
+        from fastrl_lite.algos.td3 import TD3Agent, TD3Learner
         actor, critics = Actor(state_sz, action_sz, *hidden), TwinCritic.of(state_sz, action_sz, *hidden)
-        noise = (partial(GaussianNoise, sigma=s["noise_std"]) if s["noise"] == "normal" else
-                 partial(OrnsteinUhlenbeck, sigma=s["noise_std"], min_epsilon=1.0, max_epsilon=1.0))
-        agent = DeterministicAgent(actor, noise, random_steps=warmup)
+        agent = TD3Agent(actor, noise_std=s["noise_std"], random_steps=warmup, noise_type=s["noise"])
         dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps)
         learner = TD3Learner(actor, critics, [dl], learning_rate=s["learning_rate"], buffer_size=s["buffer_size"],
                              learning_starts=max(warmup, s["batch_size"]), batch_size=s["batch_size"], tau=s["tau"],
