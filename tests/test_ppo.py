@@ -358,6 +358,10 @@ def test_wrong_env_or_policy_is_refused():
         PPOLearner(other, [PPODataPipe("CartPole-v1", cartpole_policy)], n_steps=64)
     with pytest.raises(ValueError, match=r"Discrete or a one-dimensional Box action space"):
         ActorCriticPolicy(gym.spaces.Box(-1, 1, (4,)), gym.spaces.MultiBinary(3))
+    with pytest.raises(ValueError, match="log_std_init must be a finite number"):
+        ActorCriticPolicy(pendulum.single_observation_space, pendulum.single_action_space, log_std_init=float("nan"))
+    with pytest.raises(ValueError, match=r"A seed must be a whole number in \[0, 2\*\*32 - 1\], got -3"):
+        PPODataPipe("CartPole-v1", cartpole_policy, seed=-3)
 
 
 def test_nan_rewards_stop_training_with_a_clear_error():

@@ -99,6 +99,8 @@ class ActorCriticPolicy(nn.Module):
         if ortho_init:
             layer_init(self.action_head, 0.01)
             layer_init(self.value_head, 1.0)
+        if not math.isfinite(log_std_init):
+            raise ValueError(f"log_std_init must be a finite number (0.0 is σ = 1), got {log_std_init}.")
         self.log_std = nn.Parameter(torch.full((out,), float(log_std_init))) if self.continuous else None
         # plain tuples (the modules stay registered once, above) for nets.through
         self._actor, self._critic = (self.actor_body, self.action_head), (self.critic_body, self.value_head)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from ..core import SimpleStep
+from ..core import SimpleStep, check_seed
 from ..distributed import rank_seed
 from ..pipes import Pipe
 
@@ -145,7 +145,7 @@ class GymStepper(Pipe):
             raise ValueError(f"GymStepper stores array (Box) observations, this env observes "
                              f"{env.single_observation_space}. Build it with make_vec_env(env_id), which flattens "
                              "them into one vector, or wrap each env in gymnasium.wrappers.FlattenObservation.")
-        self.env, self.agent, self.seed = env, agent, seed
+        self.env, self.agent, self.seed = env, agent, None if seed is None else check_seed(seed)
         self.include_images, self.n = include_images, n
         self._episode_ended = getattr(agent, "episode_ended", None)  # AgentHead: tells its stages of episode ends
         to_env = getattr(agent, "to_env", None)
