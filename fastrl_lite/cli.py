@@ -21,7 +21,7 @@ from gymnasium.error import DependencyNotInstalled
 
 from . import distributed
 from .core import check_seed, set_seed
-from .envs import GymDataPipe, check_env_id, make_env, make_vec_env
+from .envs import EVAL_EPISODE_CAP, GymDataPipe, check_env_id, make_vec_env
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
 from .memory.rollout import RolloutCollector
 from .presets import DEFAULTS, parse_overrides, resolve
@@ -420,7 +420,8 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
               "episodes": learner.episodes, "eval_mean": evaluation["mean"], "eval_std": evaluation["std"],
               "eval_returns": evaluation["returns"]}
     (out / "eval.json").write_text(json.dumps(result, indent=2))
-    print(f"Greedy evaluation over {eval_episodes} episodes: {evaluation['mean']:.1f} ± {evaluation['std']:.1f}")
+    print(f"Greedy evaluation over {eval_episodes} episodes: {evaluation['mean']:.1f} ± {evaluation['std']:.1f}"
+          f"{_capped(env_id)}")
     try:  # the picture needs Pillow and the env's renderer (pygame for classic control: the dev extra)
         record_episode_gif(learner, env_id, out / "episode.gif", seed=seed)
     except (ImportError, DependencyNotInstalled, ValueError) as error:
@@ -478,6 +479,14 @@ def _load_run(run_dir, weights: str = "model.pt", threads: Optional[int] = None)
     return config, learner
 
 
+def _capped(env_id: str) -> str:
+    "What to add to an evaluation's line when the env has no time limit of its own (see `cap_episode_length`)."
+    import gymnasium as gym
+    if gym.spec(env_id).max_episode_steps is not None:
+        return ""
+    return f" ({env_id} has no time limit of its own: each episode ended after at most {EVAL_EPISODE_CAP} steps)"
+
+
 def show_episode(learner, env_id: str, seed: int) -> float:
     "Play one greedy episode in a window (the env's `human` rendering); returns its return."
     import gymnasium as gym
@@ -520,7 +529,7 @@ def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.p
             print(f"episode {i + 1}/{episodes}: return {returns[-1]:.1f}", flush=True)
     mean, std = float(torch.tensor(returns).mean()), float(torch.tensor(returns).std(unbiased=False))
     print(f"{config['algo']} on {config['env']} ({Path(run_dir) / weights}): {mean:.1f} ± {std:.1f} over {episodes} "
-          f"greedy episodes")
+          f"greedy episodes{_capped(config['env'])}")
     if gif is not None:
         print(f"Writing one episode to {gif} ...", flush=True)
         path, episode_return = record_episode_gif(learner, config["env"], gif, seed=seed, max_frames=None)

@@ -190,6 +190,19 @@ def test_an_env_with_discrete_observations_trains_on_their_one_hot_vectors(tmp_p
     assert "over 2 greedy episodes" in done.stdout
 
 
+def test_an_env_without_a_time_limit_is_evaluated_on_capped_episodes(tmp_path):
+    # CliffWalking never truncates: a greedy policy that misses the goal would walk forever; the
+    # evaluation, the GIF and `eval` end each episode after 10 000 steps and say so
+    out = tmp_path / "cliff"
+    done = cli("train", "dqn", "--env", "CliffWalking-v1", "--steps", 1100, "--out", out, "--eval-episodes", 1, *SMALL)
+    note = "CliffWalking-v1 has no time limit of its own: each episode ended after at most 10000 steps"
+    assert note in done.stdout
+    result = json.loads((out / "eval.json").read_text())
+    assert len(result["eval_returns"]) == 1 and result["eval_returns"][0] <= -13  # -13: the shortest path
+    assert (out / "episode.gif").read_bytes()[:3] == b"GIF"
+    assert note in cli("eval", out, "--episodes", 1).stdout
+
+
 def test_the_zoo_preset_and_target_updates_in_rounds(tmp_path):
     done = cli("train", "dqn", "--preset", "zoo", "--steps", 1100, "--out", tmp_path / "zoo", "--eval-episodes", 1,
                "--hp", "target_update_rounds=50", *SMALL)

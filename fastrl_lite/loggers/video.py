@@ -116,8 +116,8 @@ def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_ste
                 episode_return += float(reward)
                 steps += 1
                 done = terminated or truncated
-                if steps % every == 0 or done:
-                    keep(env.render())
+                if (steps % every == 0 or done) and (max_frames is None or len(frames) < max_frames):
+                    keep(env.render())  # once the GIF is full, the episode runs on for its return alone
     finally:
         env.close()
     path.parent.mkdir(parents=True, exist_ok=True)
