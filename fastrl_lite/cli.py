@@ -260,9 +260,9 @@ def plan_epochs(learner, steps: int, batches: Optional[int] = None):
     if rounds < 1:
         c = learner.collector
         if isinstance(c, RolloutCollector):
-            raise ValueError(f"--steps {steps} ends before the first rollout is complete (a rollout is n_steps x n_envs "
-                             f"= {c.n_steps} x {c.n_envs or 1} = {c.n_steps * (c.n_envs or 1)} env steps): raise "
-                             "--steps, or lower n_steps or n_envs with --hp.")
+            raise ValueError(f"--steps {steps} ends before the first rollout is complete (a rollout is n_steps x "
+                             f"n_envs = {c.n_steps} x {c.n_envs or 1} = {c.n_steps * (c.n_envs or 1)} env steps): "
+                             "raise --steps, or lower n_steps or n_envs with --hp.")
         raise ValueError(f"--steps {steps} ends before the first gradient round (it needs max(learning_starts, "
                          f"batch_size) = {max(c.warmup, c.bs)} stored transitions, and rounds come in bursts every "
                          f"{c.train_every} env steps): raise --steps, or lower learning_starts or batch_size with --hp.")

@@ -3,5 +3,5 @@ from .nstep import NStepper, NSkipper
 from .builders import GymDataPipe, GymTransformBlock
 from .returns import EpisodeReturns
 
-__all__ = ["GymStepper", "make_env", "make_vec_env", "check_env_id", "cap_episode_length", "EVAL_EPISODE_CAP", "NStepper", "NSkipper", "GymDataPipe",
-           "GymTransformBlock", "EpisodeReturns"]
+__all__ = ["GymStepper", "make_env", "make_vec_env", "check_env_id", "cap_episode_length", "EVAL_EPISODE_CAP",
+           "NStepper", "NSkipper", "GymDataPipe", "GymTransformBlock", "EpisodeReturns"]
