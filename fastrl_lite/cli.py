@@ -315,7 +315,7 @@ def _default_out(algo: str, env_id: str, seed: int) -> Path:
 
 
 # ---------------------------------------------------------------- train
-def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, out=None, eval_episodes: int = 10,
+def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, out=None, eval_episodes: int = None,
           progress=None, threads: int = None, resume=None, hp: Optional[Dict] = None, preset: Optional[str] = None,
           eval_every: Optional[int] = None, tensorboard: bool = False) -> dict:
     """Train `algo` on `env_id` for `steps` env steps and write the run folder; returns the evaluation.
@@ -334,22 +334,26 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     for name, value in (("steps", steps), ("threads", threads), ("eval_every", eval_every)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
-    if isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int) or eval_episodes < 1:
+    if eval_episodes is not None and (isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int)
+                                      or eval_episodes < 1):
         raise ValueError(f"--eval-episodes must be a whole number >= 1, got {eval_episodes!r}.")
     distributed.init()
     world, main_rank = distributed.world_size(), distributed.is_main()
     config = None
     if resume is not None:
-        config = distributed.on_main(_resume_config, algo, resume, env_id, steps, seed, hp, preset, eval_every)
+        config = distributed.on_main(_resume_config, algo, resume, env_id, steps, seed, hp, preset, eval_every,
+                                     eval_episodes)
         env_id, seed, out, used = config["env"], config["seed"], Path(resume), config["hp"]
         steps = steps or config["steps"]
         threads = threads or config["threads"]
         eval_every = config.get("eval_every")
+        eval_episodes = config.get("eval_episodes") or eval_episodes or 10
         tensorboard = tensorboard or config.get("tensorboard", False)
         said = f"Hyper-parameters: those recorded in {out / 'config.json'}"
     else:
         env_id = env_id or DEFAULT_ENVS[algo]
         seed = check_seed(0 if seed is None else seed)
+        eval_episodes = eval_episodes or 10
         check_env_id(env_id)
         used, said = resolve(algo, env_id, preset, hp)
         steps = steps or _whole(used, "n_timesteps", 1)
@@ -386,7 +390,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         (out / "config.json").write_text(json.dumps(
             {"algo": algo, "env": env_id, "steps": steps, "seed": seed, "threads": threads, "nproc": world,
              "preset": config["preset"] if config else (preset or "default"), "hp": used, "batches": batches,
-             "eval_every": eval_every, "tensorboard": tensorboard}, indent=2))
+             "eval_every": eval_every, "eval_episodes": eval_episodes, "tensorboard": tensorboard}, indent=2))
     if resume is not None:
         if main_rank:
             _trim_metrics(out / "metrics.csv", learner.epoch)
@@ -431,7 +435,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     return result
 
 
-def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every) -> Dict:
+def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every, eval_episodes=None) -> Dict:
     "The recorded settings of the run in `resume`, or an error if the command asks for other ones."
     config_path = Path(resume) / "config.json"
     if not config_path.is_file():
@@ -444,7 +448,8 @@ def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every) ->
         raise ValueError(f"{config_path} was written by an older fastrl-lite without its hyper-parameters; "
                          "start a new run instead.")
     for flag, given, recorded in (("--env", env_id, config["env"]), ("--seed", seed, config["seed"]),
-                                  ("--eval-every", eval_every, config.get("eval_every"))):
+                                  ("--eval-every", eval_every, config.get("eval_every")),
+                                  ("--eval-episodes", eval_episodes, config.get("eval_episodes", eval_episodes))):
         if given is not None and given != recorded:
             raise ValueError(f"{resume} was trained with {flag} {recorded}; a resumed run keeps it (drop {flag}, "
                              f"or start a new run with --out).")
@@ -631,7 +636,8 @@ def main(argv=None):
     t.add_argument("--sail", action="store_true", help="dqn: SAIL-DQN's self-imitation bonus (same as --hp sail=true)")
     t.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
                    help="evaluate greedily every STEPS env steps on a separate env; keep best_model.pt")
-    t.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes per evaluation")
+    t.add_argument("--eval-episodes", type=int, default=None,
+                   help="greedy episodes per evaluation (default 10; a resumed run keeps its own)")
     t.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tb for TensorBoard")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: the fastest measured)")
     t.add_argument("--nproc", type=int, default=None, metavar="N",

@@ -98,7 +98,8 @@ def test_resume_refuses_another_env_seed_or_settings(tmp_path, run_dir):
     for args, message in [(["--env", "Acrobot-v1"], "was trained with --env CartPole-v1"),
                           (["--seed", "4"], "was trained with --seed 3"),
                           (["--hp", "learning_rate=1e-3"], "--hp and --preset only apply to a new run"),
-                          (["--steps", "1000"], "would shorten it")]:
+                          (["--steps", "1000"], "would shorten it"),
+                          (["--eval-episodes", "5"], "was trained with --eval-episodes 2")]:
         done = cli("train", "dqn", "--resume", run_dir, *args, check=False)
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert (run_dir / "config.json").read_text() == config
@@ -109,9 +110,10 @@ def test_resume_refuses_another_env_seed_or_settings(tmp_path, run_dir):
 def test_resume_with_more_steps_extends_a_finished_run(tmp_path):
     out = tmp_path / "run"
     cli("train", "dqn", "--steps", 1500, "--out", out, "--eval-episodes", 1, *SMALL)
-    done = cli("train", "dqn", "--resume", out, "--steps", 2500, "--eval-episodes", 1)
+    done = cli("train", "dqn", "--resume", out, "--steps", 2500)
     assert "Resuming" in done.stdout and "env step 1500" in done.stdout
     assert json.loads((out / "eval.json").read_text())["env_steps"] == 2500
+    assert "Greedy evaluation over 1 episodes" in done.stdout  # the run's own --eval-episodes, not the default
     assert json.loads((out / "config.json").read_text())["steps"] == 2500
     table = rows(out)
     assert [int(r["env_steps"]) for r in table][-1] == 2500 and int(table[0]["env_steps"]) == 1500
