@@ -90,7 +90,7 @@ class EpsilonSchedule(Pipe):
         self.model = model if model is not None else getattr(source, "model", None) if isinstance(
             source, SimpleModelRunner) else None
         if not 0 <= min_epsilon <= max_epsilon < float("inf"):
-            raise ValueError(f"Need 0 <= min_epsilon ({min_epsilon}) <= max_epsilon ({max_epsilon}).")
+            raise ValueError(f"Need 0 <= min_epsilon ({min_epsilon}) <= max_epsilon ({max_epsilon}) < inf.")
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 env step, got {max_steps}.")
         self.min_epsilon, self.max_epsilon, self.max_steps = min_epsilon, max_epsilon, max_steps
