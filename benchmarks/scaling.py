@@ -48,7 +48,7 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int, overrides: dict) 
     from fastrl_lite.learner import Update
     from fastrl_lite.presets import resolve
     torch.set_num_threads(1)
-    distributed.init()
+    distributed.init(backend="gloo")
     world, rank = distributed.world_size(), distributed.rank()
     set_seed(seed)
     hp, _ = resolve(algo, ENV_ID, None, overrides)

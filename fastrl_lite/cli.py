@@ -337,7 +337,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     if eval_episodes is not None and (isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int)
                                       or eval_episodes < 1):
         raise ValueError(f"--eval-episodes must be a whole number >= 1, got {eval_episodes!r}.")
-    distributed.init()
+    distributed.init(backend="gloo")  # the command line trains on the CPU, which NCCL does not serve
     world, main_rank = distributed.world_size(), distributed.is_main()
     config = None
     if resume is not None:

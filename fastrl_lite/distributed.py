@@ -56,7 +56,9 @@ def init(timeout: Optional[float] = None, backend: Optional[str] = None) -> bool
     """Join the process group torchrun describes in the environment (`RANK`, `WORLD_SIZE`,
     `MASTER_ADDR`, `MASTER_PORT`); returns whether this run is data-parallel. Without those
     variables, or with `WORLD_SIZE=1`, nothing happens. `backend` defaults to NCCL when CUDA is
-    available, else gloo; collectives that wait longer than `timeout` seconds raise."""
+    available, else gloo: NCCL reduces CUDA tensors only, so a run whose models stay on the CPU
+    asks for "gloo" (as `fastrl-lite train` does). Collectives that wait longer than `timeout`
+    seconds raise."""
     if dist.is_initialized():
         return dist.get_world_size() > 1
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -172,6 +174,10 @@ class GradientAllReduce:
         if len(kinds) != 1:
             raise ValueError(f"GradientAllReduce reduces parameters of one device and dtype, got "
                              f"{sorted(map(str, kinds))}; give each optimizer parameters of one kind.")
+        if unique[0].device.type != "cuda" and dist.get_backend(group) == "nccl":
+            raise ValueError(f"The process group runs NCCL, which reduces CUDA tensors only, and these parameters are "
+                             f"on {unique[0].device}: build the learner with device='cuda', or call "
+                             "fastrl_lite.distributed.init(backend='gloo') to train on the CPU.")
         self.params, self.group = unique, group
         self.world = dist.get_world_size(group)
         numels = [p.numel() for p in unique]

@@ -183,3 +183,46 @@ def test_fastrl_lite_train_nproc_2_rank_0_alone_writes_and_reports(tmp_path):
     proc = subprocess.run([*command, "--resume", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "run of 2 rank(s) and this run has 1" in proc.stderr and "--nproc 2" in proc.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+class _Joined(Exception):
+    "Raised by the stand-in for `init_process_group`, after it recorded the backend asked for."
+
+
+def _record_backend(monkeypatch):
+    asked = []
+
+    def init_process_group(backend, **kwargs):
+        asked.append(backend)
+        raise _Joined
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    return asked
+
+
+def test_the_command_line_asks_for_gloo_also_where_cuda_is_available(monkeypatch, tmp_path):
+    asked = _record_backend(monkeypatch)
+    with pytest.raises(_Joined):
+        distributed.init()
+    assert asked == ["nccl"]  # a script's GPU models get NCCL ...
+    from fastrl_lite.cli import train
+    with pytest.raises(_Joined):
+        train("dqn", steps=100, out=tmp_path / "run")
+    assert asked == ["nccl", "gloo"]  # ... the command line's CPU models gloo, which NCCL would not serve
+    assert not (tmp_path / "run").exists()
+
+
+def test_cpu_gradients_under_nccl_are_refused_with_what_to_do(monkeypatch):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+        with pytest.raises(ValueError, match="NCCL, which reduces CUDA tensors only.*backend='gloo'"):
+            distributed.GradientAllReduce(torch.nn.Linear(2, 2).parameters())
+        monkeypatch.undo()
+        distributed.GradientAllReduce(torch.nn.Linear(2, 2).parameters())  # gloo takes CPU tensors
+    finally:
+        dist.destroy_process_group()
