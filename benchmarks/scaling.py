@@ -58,19 +58,22 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int, overrides: dict) 
     epochs, learner.batches, _ = plan_epochs(learner, rank_steps)
     if world > 1:
         dist.barrier()
+        marks = _time_all_reduces(dist)
     start, cpu = time.perf_counter(), time.process_time()
     learner.fit(epochs + 1)  # the data ends the run: rank_steps env steps per rank
     if world > 1:
+        dist.all_reduce = marks.all_reduce  # (untimed from here on)
         dist.barrier()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     env_steps = learner.env_steps
     params = [p for update in find_pipes(learner.pipe, Update) for opt in update.optimizers.values()
               for group in opt.param_groups for p in group["params"]]
-    reduce_us = None
+    reduce_us = split = None
     if world > 1:
         gathered = distributed.gather_to_main(env_steps)
         if rank == 0:
             env_steps = int(sum(gathered))
+        split = marks.split(distributed.gather_to_main(marks.times()), seconds)
         for p in params:
             p.grad = torch.zeros_like(p)
         reducer = distributed.GradientAllReduce(params)
@@ -89,9 +92,56 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int, overrides: dict) 
                   "seconds": seconds, "cpu_seconds_rank0": cpu_seconds, "env_steps_per_s": env_steps / seconds,
                   "rounds_per_s": learner.batch / seconds, "greedy_return": evaluation["mean"],
                   "gradient_floats": sum(p.numel() for p in params), "allreduce_us": reduce_us,
-                  "allreduce_share": None if reduce_us is None else learner.batch * reduce_us * 1e-6 / seconds}
+                  "allreduce_share": None if reduce_us is None else learner.batch * reduce_us * 1e-6 / seconds,
+                  **(split or {})}
     distributed.shutdown()
     return result
+
+
+class _AllReduceMarks:
+    """Wraps `torch.distributed.all_reduce` during training to note, per call, when this rank
+    entered it and when it returned (`time.perf_counter`: one clock for every process of the
+    machine), so that each round's cost splits into waiting for the last rank to arrive and the
+    exchange itself, from the last arrival to the return."""
+
+    def __init__(self, dist, capacity: int = 1 << 20):
+        import numpy as np
+        self.all_reduce, self.n = dist.all_reduce, 0
+        self.marks = np.zeros((capacity, 2))
+
+    def __call__(self, *args, **kwargs):
+        entered = time.perf_counter()
+        out = self.all_reduce(*args, **kwargs)
+        if self.n < len(self.marks):
+            self.marks[self.n] = entered, time.perf_counter()
+            self.n += 1
+        return out
+
+    def times(self):
+        return self.marks[:self.n].copy()
+
+    @staticmethod
+    def split(per_rank, seconds: float):
+        "Rank 0: the summed waits and exchanges across the rounds, in seconds and as shares of `seconds`."
+        import numpy as np
+        if per_rank is None:
+            return None
+        n = min(len(m) for m in per_rank)
+        entered = np.stack([m[:n, 0] for m in per_rank])
+        returned = np.stack([m[:n, 1] for m in per_rank])
+        last = entered.max(axis=0)
+        wait = (last - entered).mean(axis=0)  # a rank's wait for the others, averaged over the ranks
+        exchange = (returned - last).mean(axis=0)
+        return {"reduces_timed": n, "arrival_wait_s": float(wait.sum()), "exchange_s": float(exchange.sum()),
+                "arrival_wait_share": float(wait.sum() / seconds), "exchange_share": float(exchange.sum() / seconds),
+                "exchange_us_median": float(np.median(exchange) * 1e6),
+                "arrival_wait_us_median": float(np.median(wait) * 1e6)}
+
+
+def _time_all_reduces(dist) -> _AllReduceMarks:
+    marks = _AllReduceMarks(dist)
+    dist.all_reduce = marks
+    return marks
 
 
 def launch(algo: str, nproc: int, steps: int, seed: int, reduce_reps: int, hp: list) -> dict:
@@ -139,7 +189,10 @@ def main(argv=None):
                 r = launch(algo, nproc, args.steps or 0, seed, args.reduce_reps, args.hp)
                 results.append(r)
                 reduce = "" if r["allreduce_us"] is None else \
-                    f", all-reduce {r['allreduce_us']:.0f} us/round ({100 * r['allreduce_share']:.1f}% of the time)"
+                    f", all-reduce {r['allreduce_us']:.0f} us/round alone; in training per round: waiting for " \
+                    f"the other rank {r['arrival_wait_us_median']:.0f} us, exchange {r['exchange_us_median']:.0f} us " \
+                    f"(medians; summed {100 * r['arrival_wait_share']:.1f}% and {100 * r['exchange_share']:.1f}% " \
+                    f"of the time)"
                 print(f"{algo} seed {seed}, {nproc} rank(s): {r['env_steps']} env steps in {r['seconds']:.1f} s = "
                       f"{r['env_steps_per_s']:.0f} env steps/s, {r['rounds_per_s']:.0f} rounds/s per rank, greedy "
                       f"{r['greedy_return']:.1f}{reduce}; load {os.getloadavg()[0]:.2f}", flush=True)

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 from gymnasium.error import DependencyNotInstalled
+from torch import nn
 
 from . import distributed
 from .core import check_seed, set_seed
@@ -82,6 +83,18 @@ def _net_arch(hp: Dict):
     if not isinstance(arch, (list, tuple)) or not arch or not all(isinstance(n, int) and n > 0 for n in arch):
         raise ValueError(f"net_arch must be a list of layer sizes such as [256,256], got {arch!r}.")
     return tuple(arch)
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def _activation(hp: Dict):
+    "rl-zoo's `activation_fn`, by name ('tanh' or 'relu'; rl-zoo's `nn.Tanh`/`nn.ReLU` are taken too)."
+    name = hp["activation_fn"]
+    key = name.lower().removeprefix("nn.") if isinstance(name, str) else None
+    if key not in ACTIVATIONS:
+        raise ValueError(f"activation_fn must be one of {sorted(ACTIVATIONS)}, got {name!r}.")
+    return ACTIVATIONS[key]
 
 
 def _probe(env_id: str):
@@ -227,7 +240,8 @@ def build_ppo(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     from .algos.ppo import ActorCriticPolicy, PPODataPipe, PPOLearner
     probe, _ = _probe(env_id)
     policy = ActorCriticPolicy(probe.single_observation_space, probe.single_action_space, net_arch=_net_arch(hp),
-                               log_std_init=hp["log_std_init"])
+                               log_std_init=hp["log_std_init"], activation_fn=_activation(hp),
+                               ortho_init=_flag(hp, "ortho_init"))
     probe.close()
     n_envs = _whole(hp, "n_envs", 1)
     dl = PPODataPipe(env_id, policy, n_envs=n_envs, seed=seed, normalize_obs=_flag(hp, "normalize"),
@@ -343,7 +357,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     if resume is not None:
         config = distributed.on_main(_resume_config, algo, resume, env_id, steps, seed, hp, preset, eval_every,
                                      eval_episodes)
-        env_id, seed, out, used = config["env"], config["seed"], Path(resume), config["hp"]
+        env_id, seed, out, used = config["env"], config["seed"], Path(resume), _recorded_hp(config)
         steps = steps or config["steps"]
         threads = threads or config["threads"]
         eval_every = config.get("eval_every")
@@ -435,6 +449,12 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     return result
 
 
+def _recorded_hp(config: Dict) -> Dict:
+    """A run folder's hyper-parameters, with the defaults of settings added since it was written
+    (each default is the behaviour the run was trained with)."""
+    return {**DEFAULTS[config["algo"]], **config["hp"]}
+
+
 def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every, eval_episodes=None) -> Dict:
     "The recorded settings of the run in `resume`, or an error if the command asks for other ones."
     config_path = Path(resume) / "config.json"
@@ -477,7 +497,7 @@ def _load_run(run_dir, weights: str = "model.pt", threads: Optional[int] = None)
             " (it is written when training ends)"
         raise ValueError(f"{run_dir} has no {weights}{hint}.")
     torch.set_num_threads(threads or config.get("threads", 1))
-    learner = BUILDERS[config["algo"]](config["env"], config["hp"], config["steps"], config["seed"], [])
+    learner = BUILDERS[config["algo"]](config["env"], _recorded_hp(config), config["steps"], config["seed"], [])
     state = torch.load(path, map_location="cpu", weights_only=True)
     for name, model in learner.models.items():
         model.load_state_dict(state[name])

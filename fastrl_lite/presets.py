@@ -13,6 +13,8 @@ The names are rl-zoo's (Stable-Baselines3's), in their units, so a setting from 
   `exploration_final_eps`;
 - `net_arch`: hidden layer sizes; `n_envs`: envs stepped side by side;
 - `noise_type` (DDPG, TD3): 'normal' or 'ornstein-uhlenbeck' exploration, of scale `noise_std`;
+- `activation_fn` ('tanh' or 'relu') and `ortho_init` (PPO): rl-zoo's `policy_kwargs` of the same
+  names, the hidden layers' activation and the orthogonal initialisation of the usual PPO;
 - `use_sde` (SAC): generalized state-dependent exploration, with `log_std_init` its initial log σ
   and `sde_sample_freq` the env steps each exploration matrix is held (-1: one collection phase).
 
@@ -55,7 +57,8 @@ DEFAULTS: Dict[str, Dict] = {
     "ppo": {"n_timesteps": 100_000, "learning_rate": 3e-4, "n_steps": 2048, "batch_size": 64, "n_epochs": 10,
             "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2, "clip_range_vf": None,
             "normalize_advantage": True, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5, "target_kl": None,
-            "net_arch": [64, 64], "log_std_init": 0.0, "normalize": False, "n_envs": 1},
+            "net_arch": [64, 64], "log_std_init": 0.0, "normalize": False, "n_envs": 1, "activation_fn": "tanh",
+            "ortho_init": True},
 }
 
 _ZOO_CARTPOLE_DQN = {"n_timesteps": 50_000, "learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000,
@@ -74,6 +77,30 @@ _ZOO_PENDULUM = {"n_timesteps": 20_000, "gamma": 0.98, "buffer_size": 200_000, "
 # rl-zoo's MountainCarContinuous settings for DDPG and TD3: SB3's defaults with temporally correlated
 # (Ornstein-Uhlenbeck) exploration of σ 0.5; TD3 reaches the flag with them (benchmarks/README.md)
 _ZOO_MOUNTAINCAR = {"n_timesteps": 300_000, "noise_type": "ornstein-uhlenbeck", "noise_std": 0.5}
+
+# rl-zoo's settings for the MuJoCo envs, tuned on their -v4 versions; gymnasium's -v5 envs are the same
+# robots and tasks with bugs fixed, so the presets carry over under the -v5 ids
+MUJOCO_ENVS = ("HalfCheetah", "Ant", "Hopper", "Walker2d", "Humanoid", "Swimmer")
+
+
+def _mujoco(algo: str, hp: Dict, long: Dict = None) -> Dict[str, Dict]:
+    "`algo`'s preset for each MuJoCo env: `hp`, with Humanoid's longer run and Swimmer's γ 0.9999 as rl-zoo has them."
+    special = {"Humanoid": {"n_timesteps": 2_000_000}, "Swimmer": {"gamma": 0.9999}}
+    return {f"{env}-v5": {"default": {"source": ZOO.format(algo, f"{env}-v4") + ", on -v5",
+                                      "hp": {**hp, **special.get(env, {})}}} for env in MUJOCO_ENVS}
+
+
+# DDPG and TD3 on MuJoCo: SB3's defaults (Gaussian noise σ 0.1, lr 1e-3, batch 256, [400, 300]) for 1M steps,
+# learning from 10k random steps on; SAC the same with its own defaults
+_ZOO_MUJOCO_OFF_POLICY = {"n_timesteps": 1_000_000, "learning_starts": 10_000}
+# rl-zoo's BipedalWalker settings for DDPG and TD3 (its TD3 trains one episode, then as many rounds)
+_ZOO_BIPEDAL = {**_ZOO_PENDULUM, "n_timesteps": 1_000_000}
+# PPO on the MuJoCo envs tuned by rl-zoo: ReLU bodies of [256, 256] each, no orthogonal initialisation,
+# log σ starting at -2, and normalized observations and rewards
+_ZOO_PPO_MUJOCO_POLICY = {"normalize": True, "n_envs": 1, "n_timesteps": 1_000_000, "log_std_init": -2.0,
+                          "ortho_init": False, "activation_fn": "relu", "net_arch": [256, 256]}
+_ZOO_PPO_LUNAR = {"n_envs": 16, "n_timesteps": 1_000_000, "n_steps": 1024, "batch_size": 64, "gae_lambda": 0.98,
+                  "gamma": 0.999, "n_epochs": 4, "ent_coef": 0.01}
 
 PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
     "dqn": {
@@ -95,12 +122,16 @@ PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
              "LunarLanderContinuous-v3": {"default": {"source": ZOO.format("ddpg", "LunarLanderContinuous-v2"),
                                                       "hp": {**_ZOO_PENDULUM, "n_timesteps": 300_000}}},
              "MountainCarContinuous-v0": {"default": {"source": ZOO.format("ddpg", "MountainCarContinuous-v0"),
-                                                      "hp": _ZOO_MOUNTAINCAR}}},
+                                                      "hp": _ZOO_MOUNTAINCAR}},
+             "BipedalWalker-v3": {"default": {"source": ZOO.format("ddpg", "BipedalWalker-v3"), "hp": _ZOO_BIPEDAL}},
+             **_mujoco("ddpg", _ZOO_MUJOCO_OFF_POLICY)},
     "td3": {"Pendulum-v1": {"default": {"source": ZOO.format("td3", "Pendulum-v1"), "hp": _ZOO_PENDULUM}},
             "LunarLanderContinuous-v3": {"default": {"source": ZOO.format("td3", "LunarLanderContinuous-v2"),
                                                      "hp": {**_ZOO_PENDULUM, "n_timesteps": 300_000}}},
             "MountainCarContinuous-v0": {"default": {"source": ZOO.format("td3", "MountainCarContinuous-v0"),
-                                                     "hp": _ZOO_MOUNTAINCAR}}},
+                                                     "hp": _ZOO_MOUNTAINCAR}},
+            "BipedalWalker-v3": {"default": {"source": ZOO.format("td3", "BipedalWalker-v3"), "hp": _ZOO_BIPEDAL}},
+            **_mujoco("td3", _ZOO_MUJOCO_OFF_POLICY)},
     "sac": {"Pendulum-v1": {"default": {"source": ZOO.format("sac", "Pendulum-v1"),
                                         "hp": {"n_timesteps": 20_000, "learning_rate": 1e-3}}},
             # rl-zoo lets the learning rate fall linearly to 0 (lin_7.3e-4); here it stays constant
@@ -114,7 +145,13 @@ PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
                 "source": ZOO.format("sac", "MountainCarContinuous-v0"),
                 "hp": {"n_timesteps": 50_000, "learning_rate": 3e-4, "buffer_size": 50_000, "batch_size": 512,
                        "ent_coef": 0.1, "train_freq": 32, "gradient_steps": 32, "gamma": 0.9999, "tau": 0.01,
-                       "learning_starts": 0, "use_sde": True, "log_std_init": -3.67, "net_arch": [64, 64]}}}},
+                       "learning_starts": 0, "use_sde": True, "log_std_init": -3.67, "net_arch": [64, 64]}}},
+            "BipedalWalker-v3": {"default": {
+                "source": ZOO.format("sac", "BipedalWalker-v3"),
+                "hp": {"n_timesteps": 500_000, "learning_rate": 7.3e-4, "buffer_size": 300_000, "batch_size": 256,
+                       "ent_coef": "auto", "gamma": 0.98, "tau": 0.02, "train_freq": 64, "gradient_steps": 64,
+                       "learning_starts": 10_000, "use_sde": True, "log_std_init": -3.0, "net_arch": [400, 300]}}},
+            **_mujoco("sac", _ZOO_MUJOCO_OFF_POLICY)},
     "ppo": {
         "CartPole-v1": {"default": {"source": ZOO.format("ppo", "CartPole-v1"),
                                     "hp": {"n_envs": 8, "n_timesteps": 100_000, "n_steps": 32, "batch_size": 256,
@@ -128,6 +165,49 @@ PRESETS: Dict[str, Dict[str, Dict[str, Dict]]] = {
         "Acrobot-v1": {"default": {"source": ZOO.format("ppo", "Acrobot-v1"),
                                    "hp": {"normalize": True, "n_envs": 16, "n_timesteps": 1_000_000, "n_steps": 256,
                                           "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4, "ent_coef": 0.0}}},
+        "MountainCar-v0": {"default": {"source": ZOO.format("ppo", "MountainCar-v0"),
+                                       "hp": {"normalize": True, "n_envs": 16, "n_timesteps": 1_000_000, "n_steps": 16,
+                                              "gae_lambda": 0.98, "gamma": 0.99, "n_epochs": 4, "ent_coef": 0.0}}},
+        "LunarLander-v3": {"default": {"source": ZOO.format("ppo", "LunarLander-v3"), "hp": _ZOO_PPO_LUNAR}},
+        "LunarLanderContinuous-v3": {"default": {"source": ZOO.format("ppo", "LunarLanderContinuous-v3"),
+                                                 "hp": _ZOO_PPO_LUNAR}},
+        "BipedalWalker-v3": {"default": {"source": ZOO.format("ppo", "BipedalWalker-v3"),
+                                         "hp": {"normalize": True, "n_envs": 32, "n_timesteps": 5_000_000,
+                                                "n_steps": 2048, "batch_size": 64, "gae_lambda": 0.95, "gamma": 0.999,
+                                                "n_epochs": 10, "ent_coef": 0.0, "learning_rate": 3e-4,
+                                                "clip_range": 0.18}}},
+        "Ant-v5": {"default": {"source": ZOO.format("ppo", "Ant-v4") + ", on -v5",
+                               "hp": {"normalize": True, "n_timesteps": 1_000_000}}},
+        "Swimmer-v5": {"default": {"source": ZOO.format("ppo", "Swimmer-v4") + ", on -v5",
+                                   "hp": {"normalize": True, "n_timesteps": 1_000_000, "gamma": 0.9999, "n_envs": 4,
+                                          "n_steps": 1024, "batch_size": 256, "learning_rate": 6e-4,
+                                          "gae_lambda": 0.98}}},
+        "HalfCheetah-v5": {"default": {"source": ZOO.format("ppo", "HalfCheetah-v4") + ", on -v5",
+                                       "hp": {**_ZOO_PPO_MUJOCO_POLICY, "batch_size": 64, "n_steps": 512, "gamma": 0.98,
+                                              "learning_rate": 2.0633e-05, "ent_coef": 0.000401762, "clip_range": 0.1,
+                                              "n_epochs": 20, "gae_lambda": 0.92, "max_grad_norm": 0.8,
+                                              "vf_coef": 0.58096}}},
+        "Hopper-v5": {"default": {"source": ZOO.format("ppo", "Hopper-v4") + ", on -v5",
+                                  "hp": {**_ZOO_PPO_MUJOCO_POLICY, "batch_size": 32, "n_steps": 512, "gamma": 0.999,
+                                         "learning_rate": 9.80828e-05, "ent_coef": 0.00229519, "clip_range": 0.2,
+                                         "n_epochs": 5, "gae_lambda": 0.99, "max_grad_norm": 0.7,
+                                         "vf_coef": 0.835671}}},
+        "Humanoid-v5": {"default": {"source": ZOO.format("ppo", "Humanoid-v4") + ", on -v5",
+                                    "hp": {**_ZOO_PPO_MUJOCO_POLICY, "n_timesteps": 10_000_000, "batch_size": 256,
+                                           "n_steps": 512, "gamma": 0.95, "learning_rate": 3.56987e-05,
+                                           "ent_coef": 0.00238306, "clip_range": 0.3, "n_epochs": 5, "gae_lambda": 0.9,
+                                           "max_grad_norm": 2.0, "vf_coef": 0.431892}}},
+        "Walker2d-v5": {"default": {"source": ZOO.format("ppo", "Walker2d-v4") + ", on -v5",
+                                    "hp": {"normalize": True, "n_envs": 1, "n_timesteps": 1_000_000, "batch_size": 32,
+                                           "n_steps": 512, "gamma": 0.99, "learning_rate": 5.05041e-05,
+                                           "ent_coef": 0.000585045, "clip_range": 0.1, "n_epochs": 20,
+                                           "gae_lambda": 0.95, "max_grad_norm": 1.0, "vf_coef": 0.871923}}},
+        "InvertedPendulum-v5": {"default": {"source": ZOO.format("ppo", "InvertedPendulum-v2") + ", on -v5",
+                                            "hp": {"normalize": True, "n_envs": 1, "n_timesteps": 1_000_000,
+                                                   "batch_size": 64, "n_steps": 32, "gamma": 0.999,
+                                                   "learning_rate": 0.000222425, "ent_coef": 1.37976e-07,
+                                                   "clip_range": 0.4, "n_epochs": 5, "gae_lambda": 0.9,
+                                                   "max_grad_norm": 0.3, "vf_coef": 0.19816}}},
     },
 }
 for _algo in PRESETS:

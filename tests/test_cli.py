@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 SMALL = ["--hp", "net_arch=[32]"]  # a small network keeps these runs to seconds
 
@@ -71,6 +72,50 @@ def refused(tmp_path, *args, message, algo="dqn"):
 ])
 def test_bad_settings_are_refused_before_the_run_folder_is_made(tmp_path, args, message):
     refused(tmp_path, *args, message=message)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hp", "activation_fn=gelu"], "activation_fn must be one of ['relu', 'tanh'], got 'gelu'"),
+    (["--hp", "ortho_init=maybe"], "ortho_init must be true or false, got 'maybe'"),
+])
+def test_bad_ppo_policy_settings_are_refused(tmp_path, args, message):
+    refused(tmp_path, *args, message=message, algo="ppo")
+
+
+def test_ppo_policy_settings_of_rl_zoo_and_a_run_folder_from_before_them(tmp_path):
+    from torch import nn
+    from fastrl_lite.cli import _load_run, evaluate
+    out = tmp_path / "relu"
+    cli("train", "ppo", "--steps", 512, "--out", out, "--eval-episodes", 1, "--hp", "activation_fn=nn.ReLU",
+        "--hp", "ortho_init=false", "--hp", "net_arch=[16]")
+    config, learner = _load_run(out)
+    policy = learner.models["policy"]
+    assert config["hp"]["activation_fn"] == "nn.ReLU" and config["hp"]["ortho_init"] is False
+    assert [type(m) for m in policy.actor_body] == [nn.Linear, nn.ReLU]
+    assert not torch.allclose(policy.actor_body[0].bias, torch.zeros(16))  # PyTorch's own initialisation, not zeros
+    # a run folder written before these settings existed was trained with tanh and orthogonal initialisation
+    config = json.loads((out / "config.json").read_text())
+    del config["hp"]["activation_fn"], config["hp"]["ortho_init"]
+    (out / "config.json").write_text(json.dumps(config))
+    _, old = _load_run(out)
+    assert [type(m) for m in old.models["policy"].actor_body] == [nn.Linear, nn.Tanh]
+    assert evaluate(out, episodes=1, progress=False)["returns"]
+
+
+def test_mujoco_and_box2d_envs_get_rl_zoos_presets():
+    from fastrl_lite.presets import resolve
+    for algo in ("ddpg", "td3", "sac"):
+        for env in ("HalfCheetah-v5", "Ant-v5", "Hopper-v5", "Walker2d-v5", "Humanoid-v5", "Swimmer-v5"):
+            hp, said = resolve(algo, env)
+            assert f"hyperparams/{algo}.yml, {env[:-1]}4, on -v5" in said
+            assert hp["learning_starts"] == 10_000 and hp["n_timesteps"] == (2_000_000 if env == "Humanoid-v5"
+                                                                               else 1_000_000)
+            assert hp["gamma"] == (0.9999 if env == "Swimmer-v5" else 0.99)
+    assert resolve("td3", "BipedalWalker-v3")[0]["gamma"] == 0.98
+    assert resolve("sac", "BipedalWalker-v3")[0]["use_sde"] is True
+    hp, _ = resolve("ppo", "HalfCheetah-v5")
+    assert (hp["activation_fn"], hp["ortho_init"], hp["log_std_init"], hp["normalize"]) == ("relu", False, -2.0, True)
+    assert resolve("ppo", "LunarLander-v3")[0]["n_envs"] == 16
 
 
 def test_ppo_steps_short_of_one_rollout_are_refused(tmp_path):

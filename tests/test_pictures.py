@@ -1,4 +1,6 @@
 """The picture helpers: learning curves across seeds and greedy-episode GIFs."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,44 @@ def test_an_env_that_takes_no_render_mode_is_trained_and_evaluated_without_a_gif
     assert "No episode.gif: NoRenderBandit-v0 takes no render_mode" in capsys.readouterr().out
     assert not (tmp_path / "run" / "episode.gif").exists() and (tmp_path / "run" / "eval.json").exists()
     assert result["eval_returns"] == [1.0, 1.0]  # the better arm, learned in 1500 one-step episodes
+
+
+class _BrokenRendererBandit(_NoRenderBandit):
+    "A one-step env that takes a render_mode but whose renderer fails, as MuJoCo's does without OpenGL."
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def render(self):
+        raise RuntimeError("no OpenGL context")
+
+
+def test_an_env_whose_renderer_fails_is_trained_and_evaluated_without_a_gif(tmp_path, capsys):
+    from fastrl_lite.cli import evaluate, train
+    gym.register("BrokenRendererBandit-v0", entry_point=_BrokenRendererBandit)
+    try:
+        with pytest.raises(ValueError, match=r"BrokenRendererBandit-v0 could not draw a frame \(RuntimeError: no "
+                                             r"OpenGL context\)"):
+            record_episode_gif(DQN(2, 2, hidden=(8,)), "BrokenRendererBandit-v0", tmp_path / "x.gif")
+        result = train("dqn", "BrokenRendererBandit-v0", steps=1500, out=tmp_path / "run", eval_episodes=2,
+                       progress=False)
+        with pytest.raises(ValueError, match="could not draw a frame"):
+            evaluate(tmp_path / "run", episodes=1, gif=tmp_path / "eval.gif", progress=False)
+    finally:
+        del gym.registry["BrokenRendererBandit-v0"]
+    assert "No episode.gif: BrokenRendererBandit-v0 could not draw a frame" in capsys.readouterr().out
+    assert not (tmp_path / "run" / "episode.gif").exists() and (tmp_path / "run" / "model.pt").exists()
+    assert result["eval_returns"] == [1.0, 1.0] and not (tmp_path / "eval.gif").exists()
+
+
+def test_without_a_display_mujoco_is_told_to_draw_through_egl(tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "")
+    monkeypatch.delenv("MUJOCO_GL")  # (recorded, so the test leaves the variable as it found it)
+    record_episode_gif(DQN(4, 2, hidden=(8,)), "CartPole-v1", tmp_path / "x.gif", max_steps=3)
+    assert os.environ["MUJOCO_GL"] == "egl"  # gymnasium's own search would take GLFW, which needs a display
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    record_episode_gif(DQN(4, 2, hidden=(8,)), "CartPole-v1", tmp_path / "y.gif", max_steps=3)
+    assert os.environ["MUJOCO_GL"] == "osmesa"  # a renderer the user chose is kept

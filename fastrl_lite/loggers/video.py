@@ -73,6 +73,18 @@ def rendering_env(env_id: str, render_mode: str, **env_kwargs) -> gym.Env:
                          f"constructor a render_mode argument, as gymnasium's envs have ({error}).") from error
 
 
+def _first_frame(env: gym.Env, env_id: str):
+    """`env.render()`, with a failure of the env's renderer (no OpenGL, no display) turned into a
+    `ValueError` that says how to choose one, so a run without a GIF still ends cleanly."""
+    try:
+        return env.render()
+    except Exception as error:
+        hint = (" MuJoCo envs choose their renderer with the MUJOCO_GL environment variable: egl (needs "
+                "libEGL) or osmesa (needs libOSMesa) on a machine without a display, glfw with one."
+                if "mujoco" in type(error).__module__ + str(env.spec and env.spec.entry_point) else "")
+        raise ValueError(f"{env_id} could not draw a frame ({type(error).__name__}: {error}).{hint}") from error
+
+
 def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_steps: Optional[int] = None,
                        scale: float = 0.25, fps: int = 15, every: int = 2, max_frames: Optional[int] = 120,
                        **env_kwargs) -> Tuple[Path, float]:
@@ -93,6 +105,8 @@ def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_ste
         # rgb_array frames are drawn off-screen; without a display SDL's search for one only prints
         # errors into the output (a driver the user chose is kept)
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        # and MuJoCo draws through EGL: gymnasium's own search takes GLFW, which needs a display
+        os.environ.setdefault("MUJOCO_GL", "egl")
     env = rendering_env(env_id, "rgb_array", **env_kwargs)
     policy, model = _greedy_policy(agent_or_model, env.action_space)
     frames, episode_return, steps = [], 0.0, 0
@@ -107,7 +121,7 @@ def record_episode_gif(agent_or_model, env_id: str, path, seed: int = 0, max_ste
 
     try:
         obs, _ = env.reset(seed=seed)
-        keep(env.render())
+        keep(_first_frame(env, env_id))
         done = False
         with evaluating(model), torch.no_grad():
             while not done and (max_steps is None or steps < max_steps):
