@@ -48,6 +48,9 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int, overrides: dict) 
     from fastrl_lite.learner import Update
     from fastrl_lite.presets import resolve
     torch.set_num_threads(1)
+    if os.environ.get("SCALING_PIN") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[local % len(os.sched_getaffinity(0))]})
     distributed.init(backend="gloo")
     world, rank = distributed.world_size(), distributed.rank()
     set_seed(seed)
