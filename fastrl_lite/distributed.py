@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -80,12 +81,35 @@ def init(timeout: Optional[float] = None, backend: Optional[str] = None) -> bool
 
 
 def shutdown():
-    """Leave the process group (a no-op when there is none), once every rank has come here: a rank
-    that tears its group down while another still finishes its run can abort in gloo's threads."""
+    """Leave the process group (a no-op when there is none), once every rank has come here.
+
+    The ranks meet in the process group's store, not in a collective: rank 0 may spend longer than
+    the collective timeout on its evaluation and pictures while the others wait, and a gloo
+    collective that times out, or whose peer tears its group down first, aborts the process
+    instead of raising. No collective is pending when a group is torn down this way."""
     if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() > 1:
-            dist.barrier()
+            _store_barrier("fastrl_lite/shutdown")
         dist.destroy_process_group()
+
+
+_barriers = 0
+
+
+def _store_barrier(name: str, poll: float = 0.01):
+    """Wait, without a time limit, until every rank has arrived here. Rank 0 leaves last, after
+    every rank has seen that all arrived: without torchrun the store lives in rank 0's process."""
+    global _barriers
+    _barriers += 1
+    store, world = dist.distributed_c10d._get_default_store(), dist.get_world_size()
+    arrived, left = f"{name}/{_barriers}/arrived", f"{name}/{_barriers}/left"
+    store.add(arrived, 1)
+    while store.add(arrived, 0) < world:
+        time.sleep(poll)
+    store.add(left, 1)
+    if dist.get_rank() == 0:
+        while store.add(left, 0) < world:
+            time.sleep(poll)
 
 
 def is_distributed() -> bool:

@@ -6,7 +6,8 @@ DIR/checkpoint.pt and fits 2 (so its last two epochs must equal `straight`'s); `
 make rank 1 raise, or stop answering, at gradient round 30, and `sigint` sends rank 1 alone a
 Ctrl-C there, during a fit that checkpoints to DIR/interrupted.pt; `other_world` loads
 DIR/checkpoint.pt (written by another number of ranks); `same_data` fits 2 epochs with every rank
-seeded as rank 0 (the same episodes, the same samples), which must train exactly as one process. Each rank writes what it saw to DIR/MODE.rankR.pt."""
+seeded as rank 0 (the same episodes, the same samples), which must train exactly as one process;
+`slow_main` fits 1 epoch, then rank 0 works on for three collective timeouts before both leave. Each rank writes what it saw to DIR/MODE.rankR.pt."""
 import os
 import signal
 import sys
@@ -77,5 +78,9 @@ if __name__ == "__main__":
         out["history"] = learner.history
         out["weights"] = {k: v.clone() for k, v in learner.model.state_dict().items()}
         out["first_states"] = learner.collector.buffer.storage.tensors["state"][:20].clone()
+    if mode == "slow_main":  # rank 0 works on longer than the collective timeout while rank 1 waits to leave
+        learner.fit(1)
+        if distributed.rank() == 0:
+            time.sleep(3 * float(os.environ["FASTRL_LITE_DIST_TIMEOUT"]))
     torch.save(out, folder / f"{mode}.rank{distributed.rank()}.pt")
     distributed.shutdown()

@@ -160,6 +160,12 @@ def test_a_rank_that_hangs_ends_the_run_at_the_process_group_timeout(tmp_path):
     assert seconds < 120 and not list(tmp_path.glob("hang.rank*.pt"))  # rank 1 sleeps an hour unless stopped
 
 
+def test_ranks_wait_to_leave_while_rank_0_works_on_past_the_collective_timeout(tmp_path):
+    code, out, _ = torchrun(JOB, "slow_main", tmp_path, env={"FASTRL_LITE_DIST_TIMEOUT": "2"})
+    assert code == 0, out  # a gloo barrier here would time out on rank 1 and abort it
+    assert "terminate called" not in out and len(list(tmp_path.glob("slow_main.rank*.pt"))) == 2
+
+
 def test_fastrl_lite_train_nproc_2_rank_0_alone_writes_and_reports(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "fastrl_lite", "train", "dqn", "--steps", "4000", "--eval-episodes", "2"]
