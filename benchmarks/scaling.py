@@ -18,7 +18,9 @@ Per run it reports:
 - the all-reduce cost per round: the median time of the round's gradient all-reduce (the same
   `GradientAllReduce`, over the same parameters), timed on its own after training, and its share of
   the training time (rounds × cost / seconds). The README's extrapolation to N machines starts
-  from this figure.
+  from this figure;
+- the all-reduces during training, each split into the wait for the last rank to arrive and the
+  exchange from then on (medians per round, and sums as shares of the training time).
 
 Every run is a fresh process (or set of processes); the driver collects the `RESULT {json}` line
 rank 0 prints.
@@ -48,9 +50,6 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int, overrides: dict) 
     from fastrl_lite.learner import Update
     from fastrl_lite.presets import resolve
     torch.set_num_threads(1)
-    if os.environ.get("SCALING_PIN") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[local % len(os.sched_getaffinity(0))]})
     distributed.init(backend="gloo")
     world, rank = distributed.world_size(), distributed.rank()
     set_seed(seed)
