@@ -101,7 +101,10 @@ def _store_barrier(name: str, poll: float = 0.01):
     every rank has seen that all arrived: without torchrun the store lives in rank 0's process."""
     global _barriers
     _barriers += 1
-    store, world = dist.distributed_c10d._get_default_store(), dist.get_world_size()
+    store, world = _store(), dist.get_world_size()
+    if store is None:  # (a torch whose private accessor moved: the collective barrier, with its time limit)
+        dist.barrier()
+        return
     arrived, left = f"{name}/{_barriers}/arrived", f"{name}/{_barriers}/left"
     store.add(arrived, 1)
     while store.add(arrived, 0) < world:

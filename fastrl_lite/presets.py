@@ -83,7 +83,7 @@ _ZOO_MOUNTAINCAR = {"n_timesteps": 300_000, "noise_type": "ornstein-uhlenbeck", 
 MUJOCO_ENVS = ("HalfCheetah", "Ant", "Hopper", "Walker2d", "Humanoid", "Swimmer")
 
 
-def _mujoco(algo: str, hp: Dict, long: Dict = None) -> Dict[str, Dict]:
+def _mujoco(algo: str, hp: Dict) -> Dict[str, Dict]:
     "`algo`'s preset for each MuJoCo env: `hp`, with Humanoid's longer run and Swimmer's γ 0.9999 as rl-zoo has them."
     special = {"Humanoid": {"n_timesteps": 2_000_000}, "Swimmer": {"gamma": 0.9999}}
     return {f"{env}-v5": {"default": {"source": ZOO.format(algo, f"{env}-v4") + ", on -v5",
@@ -93,7 +93,8 @@ def _mujoco(algo: str, hp: Dict, long: Dict = None) -> Dict[str, Dict]:
 # DDPG and TD3 on MuJoCo: SB3's defaults (Gaussian noise σ 0.1, lr 1e-3, batch 256, [400, 300]) for 1M steps,
 # learning from 10k random steps on; SAC the same with its own defaults
 _ZOO_MUJOCO_OFF_POLICY = {"n_timesteps": 1_000_000, "learning_starts": 10_000}
-# rl-zoo's BipedalWalker settings for DDPG and TD3 (its TD3 trains one episode, then as many rounds)
+# rl-zoo's BipedalWalker settings for DDPG and TD3 (TD3's train_freq of one episode becomes one gradient
+# round per env step, as for Pendulum)
 _ZOO_BIPEDAL = {**_ZOO_PENDULUM, "n_timesteps": 1_000_000}
 # PPO on the MuJoCo envs tuned by rl-zoo: ReLU bodies of [256, 256] each, no orthogonal initialisation,
 # log σ starting at -2, and normalized observations and rewards
