@@ -58,9 +58,10 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int, overrides: dict) 
     hp["n_timesteps"] = rank_steps
     learner = BUILDERS[algo](ENV_ID, hp, rank_steps, seed, [])
     epochs, learner.batches, _ = plan_epochs(learner, rank_steps)
+    marks = _AllReduceMarks(dist)
     if world > 1:
         dist.barrier()
-        marks = _time_all_reduces(dist)
+        dist.all_reduce = marks
     start, cpu = time.perf_counter(), time.process_time()
     learner.fit(epochs + 1)  # the data ends the run: rank_steps env steps per rank
     if world > 1:
@@ -138,12 +139,6 @@ class _AllReduceMarks:
                 "arrival_wait_share": float(wait.sum() / seconds), "exchange_share": float(exchange.sum() / seconds),
                 "exchange_us_median": float(np.median(exchange) * 1e6),
                 "arrival_wait_us_median": float(np.median(wait) * 1e6)}
-
-
-def _time_all_reduces(dist) -> _AllReduceMarks:
-    marks = _AllReduceMarks(dist)
-    dist.all_reduce = marks
-    return marks
 
 
 def launch(algo: str, nproc: int, steps: int, seed: int, reduce_reps: int, hp: list) -> dict:
