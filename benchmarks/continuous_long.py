@@ -24,11 +24,24 @@ Evaluation: 10 greedy episodes, episode i on a fresh env seeded 10_000 + i.
 By default the runs alternate, one at a time. With `--side-by-side` each seed's two runs start
 together, one process per library, so on a 2-core machine with one torch thread each they share the
 same machine conditions throughout and the pair takes half the wall time.
+
+A run longer than one sitting takes `--state-dir DIR`: every `--save-every` env steps each library
+saves its whole run there (fastrl_lite its learner checkpoint; SB3 its model, optimizers, replay
+buffer and the RNGs), with the seconds spent so far. The same command started again continues each
+run from its last save; a run that was cut off repeats at most one stretch, whose time is not
+counted twice. Times cover training only, never saving or loading. fastrl_lite resumes exactly;
+SB3 has no saved env state, so its env starts a new episode at each resume.
+
+    python benchmarks/continuous_long.py sac LunarLanderContinuous-v3 --side-by-side --threads 1 --state-dir runs/sac_llc
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import time
+from pathlib import Path
 
 from harness import collect, emit, greedy_returns, start_worker
 
@@ -51,8 +64,47 @@ SETTINGS = {
 }
 
 
-def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int, sde: bool = False):
-    import math
+class Clock:
+    """Training seconds (wall and CPU) summed over the stretches of a resumable run, kept in
+    `state/clock.json` next to the run's last save, with the env step that save reached."""
+
+    def __init__(self, state: Path):
+        self.path = state / "clock.json"
+        state.mkdir(parents=True, exist_ok=True)
+        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.seconds, self.cpu_seconds = saved.get("seconds", 0.0), saved.get("cpu_seconds", 0.0)
+        self.env_steps = saved.get("env_steps", 0)
+
+    def check(self, env_steps: int):
+        "After loading: the save must be the one the clock was written with."
+        if env_steps != self.env_steps:
+            raise RuntimeError(f"{self.path} counts {self.env_steps} env steps but the saved run has {env_steps}; "
+                               "the save and the clock were written apart. Start this run again in a new --state-dir.")
+        log(self.path.parent, f"resumed at env step {env_steps} after {self.seconds:.0f} s of training")
+
+    def __enter__(self):
+        self._start, self._cpu = time.perf_counter(), time.process_time()
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._start
+        self.cpu_seconds += time.process_time() - self._cpu
+
+    def saved(self, env_steps: int):
+        "Record the seconds that the save just written at `env_steps` stands for."
+        self.env_steps = env_steps
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "env_steps": env_steps}))
+        os.replace(tmp, self.path)
+        log(self.path.parent, f"saved at env step {env_steps}: {self.seconds:.0f} s wall, {self.cpu_seconds:.0f} s CPU")
+
+
+def log(state: Path, line: str):
+    with open(state / "progress.log", "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
+def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int, sde: bool = False,
+                    state: Path | None = None, save_every: int = 25_000):
     import torch
     from fastrl_lite import GymDataPipe, SimpleStep, evaluating, set_seed
     from fastrl_lite.nets import Actor, SquashedGaussianActor, SquashedGSDEActor, TwinCritic
@@ -83,9 +135,22 @@ def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, epis
                              gamma=s["gamma"], train_freq=s["train_freq"], gradient_steps=s["gradient_steps"],
                              ent_coef=s["ent_coef"], batches=1000)
     epochs = max(1, math.ceil(learner.collector.rounds_within(steps) / learner.batches))
-    start, cpu = time.perf_counter(), time.process_time()
-    learner.fit(epochs)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    if state is None:
+        start, cpu = time.perf_counter(), time.process_time()
+        learner.fit(epochs)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    else:
+        clock = Clock(state)
+        if clock.env_steps:
+            learner.load(state / "learner.pt")
+            clock.check(learner.env_steps)
+        stretch = max(1, math.ceil(learner.collector.rounds_within(save_every) / learner.batches))
+        while learner.epoch < epochs and learner.env_steps < steps:
+            with clock:
+                learner.fit(min(stretch, epochs - learner.epoch))
+            learner.save(state / "learner.pt")
+            clock.saved(learner.env_steps)
+        seconds, cpu_seconds = clock.seconds, clock.cpu_seconds
     agent, to_env = learner.stepper.agent, learner.stepper.to_env
 
     def act(obs):
@@ -96,8 +161,11 @@ def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, epis
     return learner.env_steps, seconds, cpu_seconds, returns
 
 
-def run_sb3(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int, sde: bool):
+def run_sb3(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int, sde: bool,
+            state: Path | None = None, save_every: int = 25_000):
+    import random
     import numpy as np
+    import torch
     import gymnasium as gym
     from stable_baselines3 import SAC, TD3
     from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
@@ -106,6 +174,7 @@ def run_sb3(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: in
     common = dict(gamma=s["gamma"], buffer_size=s["buffer_size"], learning_starts=s["learning_starts"],
                   batch_size=s["batch_size"], tau=s["tau"], train_freq=s["train_freq"],
                   gradient_steps=s["gradient_steps"], seed=seed, device="cpu", verbose=0)
+    noise = None
     if algo == "td3":
         noise = (NormalActionNoise(np.zeros(n), s["noise_std"] * np.ones(n)) if s["noise"] == "normal" else
                  OrnsteinUhlenbeckActionNoise(np.zeros(n), s["noise_std"] * np.ones(n)))
@@ -118,9 +187,32 @@ def run_sb3(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: in
             policy_kwargs["log_std_init"] = s["sde_log_std_init"]
         model = SAC("MlpPolicy", env, learning_rate=lr, ent_coef=s["ent_coef"], use_sde=sde and "sde_log_std_init" in s,
                     policy_kwargs=policy_kwargs, **common)
-    start, cpu = time.perf_counter(), time.process_time()
-    model.learn(steps)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    if state is None:
+        start, cpu = time.perf_counter(), time.process_time()
+        model.learn(steps)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    else:
+        clock = Clock(state)
+        if clock.env_steps:
+            kind = TD3 if algo == "td3" else SAC
+            model = kind.load(state / "model.zip", env=env, device="cpu",
+                              **({"action_noise": noise} if algo == "td3" else {}))
+            model.load_replay_buffer(state / "replay.pkl")
+            rng = torch.load(state / "rng.pt", weights_only=False)
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+            model.action_space.np_random.bit_generator.state = rng["action_space"]
+            clock.check(model.num_timesteps)
+        while model.num_timesteps < steps:
+            with clock:
+                model.learn(min(save_every, steps - model.num_timesteps), reset_num_timesteps=False)
+            model.save(state / "model.zip")
+            model.save_replay_buffer(state / "replay.pkl")
+            torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "action_space": model.action_space.np_random.bit_generator.state}, state / "rng.pt")
+            clock.saved(model.num_timesteps)
+        seconds, cpu_seconds = clock.seconds, clock.cpu_seconds
     returns = greedy_returns(env_id, lambda obs: model.predict(obs, deterministic=True)[0], episodes)
     return model.num_timesteps, seconds, cpu_seconds, returns
 
@@ -138,6 +230,10 @@ def main():
                         help="run each seed's libraries at the same time, one process each (use --threads 1 on "
                              "2 cores); both then see the same machine, and a pair takes half the wall time")
     parser.add_argument("--libs", nargs="+", default=["fastrl_lite", "sb3"], choices=["fastrl_lite", "sb3"])
+    parser.add_argument("--state-dir", default=None,
+                        help="save each run here every --save-every env steps, and continue from there when the "
+                             "same command is started again")
+    parser.add_argument("--save-every", type=int, default=25_000)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = SETTINGS[args.algo, args.env]
@@ -145,16 +241,27 @@ def main():
     if args.worker:
         import torch
         torch.set_num_threads(args.threads)
+        state = (Path(args.state_dir) / f"{args.worker}-seed{args.seeds[0]}") if args.state_dir else None
         if args.worker == "fastrl_lite":
             result = run_fastrl_lite(args.algo, args.env, settings, steps, args.seeds[0], args.episodes,
-                                     args.sde and "sde_log_std_init" in settings)
+                                     args.sde and "sde_log_std_init" in settings, state, args.save_every)
         else:
-            result = run_sb3(args.algo, args.env, settings, steps, args.seeds[0], args.episodes, args.sde)
+            result = run_sb3(args.algo, args.env, settings, steps, args.seeds[0], args.episodes, args.sde,
+                             state, args.save_every)
         env_steps, seconds, cpu_seconds, returns = result
         emit({"lib": args.worker, "seed": args.seeds[0], "env_steps": env_steps, "seconds": seconds,
               "cpu_seconds": cpu_seconds, "steps_per_s": env_steps / seconds, "greedy_mean": sum(returns) / len(returns),
               "returns": returns})
         return
+    if args.state_dir:
+        run = {"algo": args.algo, "env": args.env, "steps": steps, "seeds": args.seeds, "threads": args.threads,
+               "sde": args.sde, "save_every": args.save_every}
+        record = Path(args.state_dir) / "run.json"
+        if record.exists() and json.loads(record.read_text()) != run:
+            raise SystemExit(f"{args.state_dir} holds another run ({record.read_text()}); "
+                             "give this one a new --state-dir.")
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(run))
     results = []
 
     def report(r):
@@ -164,7 +271,8 @@ def main():
     for seed in args.seeds:
         workers = []
         for lib in args.libs:
-            extra = ["--sde"] if args.sde else []
+            extra = (["--sde"] if args.sde else []) + (
+                ["--state-dir", args.state_dir, "--save-every", args.save_every] if args.state_dir else [])
             workers.append(start_worker(__file__, [args.algo, args.env, "--worker", lib, "--steps", steps,
                                                    "--seeds", seed, "--threads", args.threads,
                                                    "--episodes", args.episodes, *extra]))

@@ -9,6 +9,7 @@ from typing import Callable, Optional, Sequence, Union
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.utils import EzPickle
 from gymnasium.vector import AutoresetMode
 
 from ..core import SimpleStep, check_seed
@@ -115,6 +116,20 @@ def make_vec_env(env_ids: Union[str, Sequence[str]], num_envs: int = 1, async_en
         # and would make closing the env hang)
         return gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver")
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def _state_pickles(envs) -> bool:
+    """Whether pickling these envs keeps their state. gymnasium's `EzPickle` envs (Box2D, MuJoCo,
+    some toy-text) pickle their constructor arguments instead: unpickled, they are new envs that
+    were never reset, and stepping them fails."""
+    for env in envs:
+        while True:
+            if isinstance(env, EzPickle):
+                return False
+            if not isinstance(env, gym.Wrapper):
+                break
+            env = env.env
+    return True
 
 
 class GymStepper(Pipe):
@@ -257,14 +272,16 @@ class GymStepper(Pipe):
 
     def get_state(self):
         """Counters, the observation being acted on, per-env episode state, the agent pipeline's state
-        and, for sync vector envs whose envs pickle (the classic-control ones do), the envs themselves
-        with their RNGs, so a restored stepper continues the very same episodes."""
+        and, for sync vector envs whose envs pickle their state (the classic-control ones do), the
+        envs themselves with their RNGs, so a restored stepper continues the very same episodes.
+        Box2D and MuJoCo envs pickle only their constructor arguments (gymnasium's `EzPickle`), so
+        they are not saved: a restored stepper starts their episodes from a reset."""
         if self._obs is None:
             self._start()
         state = {"env_steps": self.env_steps, "episodes": self.episodes, "obs": self._obs,
                  "episode_n": self._episode_n.copy(), "step_n": self._step_n.copy(), "returns": self._returns.copy(),
                  "agent": self.agent.state_dict() if hasattr(self.agent, "state_dict") else None, "envs": None}
-        if isinstance(self.env, gym.vector.SyncVectorEnv):
+        if isinstance(self.env, gym.vector.SyncVectorEnv) and _state_pickles(self.env.envs):
             try:
                 state["envs"] = pickle.dumps((self.env.envs, self.env.action_space))
             except Exception:  # e.g. an env holding a window or a simulator handle
@@ -275,8 +292,11 @@ class GymStepper(Pipe):
         if self.agent is not None and state.get("agent") is not None:
             self.agent.reset(state["agent"])
         self.env_steps, self.episodes = state["env_steps"], state["episodes"]
+        envs = None
         if state["envs"] is not None and isinstance(self.env, gym.vector.SyncVectorEnv):
-            self.env.envs, self.env.action_space = pickle.loads(state["envs"])
+            envs, action_space = pickle.loads(state["envs"])
+        if envs is not None and _state_pickles(envs):  # older checkpoints hold EzPickle envs too
+            self.env.envs, self.env.action_space = envs, action_space
             self._obs, self._returns = state["obs"], state["returns"].copy()
             self._env_id = torch.arange(self.num_envs)
             self._set_counters(state["episode_n"].copy(), state["step_n"].copy())
