@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -23,6 +24,7 @@ from torch import nn
 from . import distributed
 from .core import check_seed, set_seed
 from .envs import EVAL_EPISODE_CAP, GymDataPipe, check_env_id, make_vec_env
+from .learner import CheckpointError
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
 from .memory.rollout import RolloutCollector
 from .presets import DEFAULTS, parse_overrides, resolve
@@ -270,9 +272,14 @@ def plan_epochs(learner, steps: int, batches: Optional[int] = None):
     """(epochs, gradient rounds per epoch, rounds in the last epoch) for a run of `steps` env steps.
     Without `batches`, the learner's epoch size is adjusted so that the rounds split into epochs
     of nearly equal size (the last one at most `epochs - 1` rounds short)."""
-    rounds = learner.collector.rounds_within(steps) if learner.collector is not None else learner.batches
+    c = learner.collector
+    if c is None:
+        rounds = learner.batches
+    elif learner.batch and hasattr(c, "rounds_left"):  # a resumed run: its bursts keep their own phase
+        rounds = learner.batch + c.rounds_left(steps)
+    else:
+        rounds = c.rounds_within(steps)
     if rounds < 1:
-        c = learner.collector
         if isinstance(c, RolloutCollector):
             raise ValueError(f"--steps {steps} ends before the first rollout is complete (a rollout is n_steps x "
                              f"n_envs = {c.n_steps} x {c.n_envs or 1} = {c.n_steps * (c.n_envs or 1)} env steps): "
@@ -318,11 +325,17 @@ def _trim_metrics(path: Path, epoch: int):
         csv.writer(f).writerows(kept)
 
 
+def _holds_run(out: Path) -> bool:
+    """Whether `out` holds a run to keep: one that wrote a checkpoint or its weights. A folder with
+    only the config.json of a run that failed before its first epoch ended may be trained into again."""
+    return any((out / name).exists() for name in ("checkpoint.pt", "model.pt"))
+
+
 def _default_out(algo: str, env_id: str, seed: int) -> Path:
     "runs/ALGO-ENV-seedSEED, or the first of ...-2, ...-3 that does not hold a run yet."
     base = Path(f"runs/{algo}-{env_id}-seed{seed}")
     out, n = base, 1
-    while (out / "config.json").exists():
+    while _holds_run(out) or out.is_file():
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
@@ -354,6 +367,9 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     distributed.init(backend="gloo")  # the command line trains on the CPU, which NCCL does not serve
     world, main_rank = distributed.world_size(), distributed.is_main()
     config = None
+    if resume is not None and out is not None and Path(out) != Path(resume):
+        raise ValueError(f"--resume {resume} continues that run in its own folder; drop --out {out} (or copy the "
+                         "folder there first and resume the copy).")
     if resume is not None:
         config = distributed.on_main(_resume_config, algo, resume, env_id, steps, seed, hp, preset, eval_every,
                                      eval_episodes)
@@ -372,9 +388,11 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         used, said = resolve(algo, env_id, preset, hp)
         steps = steps or _whole(used, "n_timesteps", 1)
         used["n_timesteps"] = steps
-        if out is not None and distributed.on_main((Path(out) / "config.json").exists):
+        if out is not None and distributed.on_main(_holds_run, Path(out)):
             raise ValueError(f"{out} already holds a run; continue it with `fastrl-lite train {algo} --resume {out}` "
                              "or choose another --out.")
+        if out is not None and distributed.on_main(Path(out).exists) and not distributed.on_main(Path(out).is_dir):
+            raise ValueError(f"--out {out} is a file; name a folder for the run.")
         out = Path(out) if out is not None else distributed.on_main(_default_out, algo, env_id, seed)
     threads = threads or DEFAULT_THREADS.get(algo, 1)
     torch.set_num_threads(threads)
@@ -388,23 +406,32 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         except ImportError as error:
             raise ValueError(str(error)) from error
     rank_steps = math.ceil(steps / world)  # each rank's share of the env steps
-    learner = BUILDERS[algo](env_id, {**used, "n_timesteps": rank_steps} if world > 1 else used, rank_steps, seed,
-                             loggers)
-    epochs, batches, last = plan_epochs(learner, rank_steps, config["batches"] if config else None)
-    learner.batches = batches
+    learner = _build(algo, env_id, {**used, "n_timesteps": rank_steps} if world > 1 else used, rank_steps, seed,
+                     loggers)
     checkpoint = out / "checkpoint.pt"
     if resume is not None:
         learner.load(checkpoint)
         if learner.env_steps > rank_steps:
             raise ValueError(f"{out} has already run {learner.env_steps} env steps; --steps {steps} would shorten it. "
                              "A resumed run can only be extended.")
+    epochs, batches, last = plan_epochs(learner, rank_steps, config["batches"] if config else None)
+    learner.batches = batches
+    effective = {}
+    warmup = getattr(learner.collector, "warmup", None)
+    if "learning_starts" in used and warmup is not None and warmup != used["learning_starts"]:
+        effective["learning_starts"] = warmup
+        print(f"learning_starts={used['learning_starts']} is more than half of this {rank_steps}-step run, so it "
+              f"starts learning after {warmup} env steps (recorded in config.json as effective.learning_starts).")
+    if resume is not None and learner.epoch >= epochs and learner.env_steps < rank_steps:
+        epochs, last = learner.epoch + 1, 0  # no gradient round is left, but env steps are: one pull runs them
     # everything is checked: the run folder is made from here on, by rank 0 alone
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(
             {"algo": algo, "env": env_id, "steps": steps, "seed": seed, "threads": threads, "nproc": world,
              "preset": config["preset"] if config else (preset or "default"), "hp": used, "batches": batches,
-             "eval_every": eval_every, "eval_episodes": eval_episodes, "tensorboard": tensorboard}, indent=2))
+             "eval_every": eval_every, "eval_episodes": eval_episodes, "tensorboard": tensorboard,
+             **({"effective": effective} if effective else {})}, indent=2))
     if resume is not None:
         if main_rank:
             _trim_metrics(out / "metrics.csv", learner.epoch)
@@ -427,7 +454,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     if learner.interrupted:
         print(f"Stopped early; continue with `fastrl-lite train {algo} --resume {out}"
               + (f" --nproc {world}`" if world > 1 else "`"))
-    torch.save({name: m.state_dict() for name, m in learner.models.items()}, out / "model.pt")
+    torch.save(learner.weights(), out / "model.pt")
     returns = learner.episode_returns()
     with open(out / "returns.csv", "w", newline="") as f:
         csv.writer(f).writerows([("env_step", "return"), *returns.tolist()])
@@ -449,18 +476,52 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     return result
 
 
+def _build(algo: str, env_id: str, hp: Dict, steps: int, seed: int, loggers):
+    "`BUILDERS[algo](...)`, with a setting of the wrong type (`--hp tau=[1]`) said as such."
+    try:
+        return BUILDERS[algo](env_id, hp, steps, seed, loggers)
+    except TypeError as error:
+        raise ValueError(f"A hyper-parameter of {algo} has the wrong type ({error}); check the --hp values: numbers, "
+                         "true/false, null or lists such as [64,64], as the presets write them.") from error
+
+
 def _recorded_hp(config: Dict) -> Dict:
     """A run folder's hyper-parameters, with the defaults of settings added since it was written
     (each default is the behaviour the run was trained with)."""
     return {**DEFAULTS[config["algo"]], **config["hp"]}
 
 
+def _read_config(run_dir, what: str = "run folder") -> Dict:
+    "A run folder's config.json, checked to hold what rebuilding the run needs."
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{run_dir} is not a {what}: it has no config.json.")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}); fastrl-lite writes it, so a hand edit broke it.") \
+            from error
+    if not isinstance(config, dict) or config.get("algo") not in BUILDERS or not isinstance(config.get("hp"), dict):
+        raise ValueError(f"{config_path} is not a run this fastrl-lite can rebuild: it needs an algo (one of "
+                         f"{sorted(BUILDERS)}) and its hyper-parameters (hp).")
+    for key, kind in (("env", str), ("steps", int), ("seed", int)):
+        if isinstance(config.get(key), bool) or not isinstance(config.get(key), kind):
+            raise ValueError(f"{config_path} records {key}={config.get(key)!r}, not a {kind.__name__}; fastrl-lite "
+                             "writes it, so a hand edit broke it.")
+    if "batches" in config and (isinstance(config["batches"], bool) or not isinstance(config["batches"], int)
+                                or config["batches"] < 1):
+        raise ValueError(f"{config_path} records batches={config['batches']!r}, not a whole number >= 1.")
+    return config
+
+
 def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every, eval_episodes=None) -> Dict:
     "The recorded settings of the run in `resume`, or an error if the command asks for other ones."
     config_path = Path(resume) / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{resume} is not a run folder to resume: it has no config.json.")
-    config = json.loads(config_path.read_text())
+    config = _read_config(resume, "run folder to resume")
+    if not (Path(resume) / "checkpoint.pt").is_file():
+        raise ValueError(f"{resume} has no checkpoint.pt: its run stopped before its first epoch ended, so there is "
+                         f"nothing to continue; start it again with `fastrl-lite train {config['algo']} --out "
+                         f"{resume} ...`.")
     if config["algo"] != algo:
         raise ValueError(f"{resume} is a {config['algo']} run; resume it with `fastrl-lite train {config['algo']} "
                          f"--resume {resume}`.")
@@ -475,7 +536,7 @@ def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every, ev
                              f"or start a new run with --out).")
     if hp or preset is not None:
         raise ValueError(f"{resume} keeps the hyper-parameters recorded in its config.json; --hp and --preset "
-                         "only apply to a new run.")
+                         "only apply to a new run (so do --num-envs and --sail, which set hyper-parameters).")
     if steps is not None and steps < config["steps"]:
         raise ValueError(f"{resume} was planned for {config['steps']} env steps; --steps {steps} would shorten it. "
                          "A resumed run can only be extended.")
@@ -486,21 +547,24 @@ def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every, ev
 def _load_run(run_dir, weights: str = "model.pt", threads: Optional[int] = None):
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{run_dir} is not a run folder: it has no config.json.")
-    config = json.loads(config_path.read_text())
-    if config.get("algo") not in BUILDERS or "hp" not in config:
-        raise ValueError(f"{config_path} is not a run this fastrl-lite can rebuild (no algo or hyper-parameters).")
+    config = _read_config(run_dir)
     path = run_dir / weights
     if not path.is_file():
         hint = " (it is written when training runs with --eval-every)" if weights == "best_model.pt" else \
             " (it is written when training ends)"
         raise ValueError(f"{run_dir} has no {weights}{hint}.")
     torch.set_num_threads(threads or config.get("threads", 1))
-    learner = BUILDERS[config["algo"]](config["env"], _recorded_hp(config), config["steps"], config["seed"], [])
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for name, model in learner.models.items():
-        model.load_state_dict(state[name])
+    learner = _build(config["algo"], config["env"], _recorded_hp(config), config["steps"], config["seed"], [])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not readable weights (corrupt or truncated, or not a file torch wrote): "
+                         f"{error}. Train the run again, or evaluate another file.") from error
+    try:
+        learner.load_weights(state)
+    except CheckpointError as error:
+        raise ValueError(f"{path} does not fit the {config['algo']} run that {config_path} describes: {error}") \
+            from error
     return config, learner
 
 
@@ -572,7 +636,9 @@ def _read_curve(run_dir: Path, metric: str):
         path = run_dir / "returns.csv"
         if not path.is_file():
             raise ValueError(f"{run_dir} has no returns.csv (written when training ends).")
-        data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        with warnings.catch_warnings():  # a run without a finished episode has a header only
+            warnings.simplefilter("ignore", UserWarning)
+            data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     else:
         path = run_dir / "metrics.csv"
         if not path.is_file():
@@ -591,17 +657,28 @@ def _read_curve(run_dir: Path, metric: str):
 def plot(run_dirs: List, out, metric: str = "return", window: int = 10, spread: str = "std") -> Dict[str, int]:
     """Learning curves of the runs in `run_dirs` against env steps, in one PNG at `out`: runs of the
     same algorithm and env are one line, the mean across their seeds with the spread shaded.
-    `metric` is "return" (episode returns) or a column of metrics.csv such as eval_mean."""
+    `metric` is "return" (episode returns) or a column of metrics.csv such as eval_mean. A run
+    given twice counts once; a run with nothing to plot yet is left out with a note, unless no
+    run has anything."""
     from .loggers import plot_learning_curves
     if not run_dirs:
         raise ValueError("plot needs at least one RUN_DIR.")
     groups: Dict[str, list] = {}
-    for run_dir in map(Path, run_dirs):
-        config_path = run_dir / "config.json"
-        if not config_path.is_file():
-            raise ValueError(f"{run_dir} is not a run folder: it has no config.json.")
-        config = json.loads(config_path.read_text())
-        groups.setdefault(f"{config['algo']} {config['env']}", []).append(_read_curve(run_dir, metric))
+    empty = []
+    for run_dir in dict.fromkeys(Path(d).resolve() for d in run_dirs):
+        config = _read_config(run_dir)
+        try:
+            curve = _read_curve(run_dir, metric)
+        except ValueError as error:
+            if "to plot yet" not in str(error):
+                raise
+            empty.append(str(error))
+            continue
+        groups.setdefault(f"{config['algo']} {config['env']}", []).append(curve)
+    if not groups:
+        raise ValueError(" ".join(empty))
+    for note in empty:
+        print(f"Left out: {note}")
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {out}.")
@@ -701,7 +778,7 @@ def main(argv=None):
                      show=args.show)
         else:
             plot(args.run_dirs, args.out, args.metric, args.window, args.spread)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # OSError: a folder or file that cannot be written or read
         parser.exit(2, f"fastrl-lite: error: {error}\n")
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import random
 from contextlib import contextmanager
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -258,6 +260,53 @@ def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
         raise ValueError(f"A seed must be a whole number in [0, 2**32 - 1], got {seed!r}.")
     return int(seed)
+
+
+def check_whole(value, name: str, least: int = 1) -> int:
+    """`value` as an int, if it is a whole number >= `least`; an integral float such as 1e6 counts.
+    Anything else raises a ValueError that names the setting."""
+    whole = isinstance(value, (numbers.Integral, np.integer)) or (
+        isinstance(value, (float, np.floating)) and float(value).is_integer())
+    if isinstance(value, bool) or not whole or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}.")
+    return int(value)
+
+
+def check_real(value, name: str, low: Optional[float] = None, high: Optional[float] = None,
+               low_open: bool = False, high_open: bool = False, hint: str = "") -> float:
+    """`value` as a float, if it is a finite number within [low, high] (an open end where
+    `low_open`/`high_open`); anything else raises a ValueError that names the setting."""
+    ok = isinstance(value, (numbers.Real, np.floating, np.integer)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        where = "" if low is None and high is None else " in " + (
+            f"{'(' if low_open else '['}{'-inf' if low is None else low}, "
+            f"{'inf' if high is None else high}{')' if high_open else ']'}")
+        raise ValueError(f"{name} must be a finite number{where}, got {value!r}.{' ' + hint if hint else ''}")
+    return float(value)
+
+
+def check_device(device) -> torch.device:
+    "`device` as a torch.device (None is the CPU), if this machine has it."
+    if device is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a device torch knows ('cpu', 'cuda', 'cuda:1', ...): {error}") \
+            from error
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA"
+        raise ValueError(f"device={str(device)!r} but this machine has {have} (a CPU build of torch, or no GPU "
+                         "visible); use device='cpu'.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' but this machine has no MPS device; use device='cpu'.")
+    return device
 
 
 def set_seed(seed: int, deterministic: bool = False):

@@ -264,6 +264,12 @@ def resolve(algo: str, env_id: str, preset: Optional[str] = None, overrides: Opt
         raise ValueError("Give target_update_interval (env steps) or target_update_rounds (gradient rounds), "
                          "not both.")
     for key, value in overrides.items():
+        default = hp[key]
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                isinstance(value, (bool, list, dict)) or (isinstance(value, str) and not value.startswith("lin_"))):
+            raise ValueError(f"{key} must be a number (its default here is {default!r}), got {value!r}"
+                             + ("; a schedule is written lin_<start>, e.g. lin_1e-3." if isinstance(value, str)
+                                else "."))
         if key in targets:  # one unit replaces the other
             hp.update(dict.fromkeys(targets, None))
         hp[key] = value

@@ -391,3 +391,89 @@ def test_fit_evaluates_every_n_env_steps_keeps_the_best_and_resumes_the_schedule
     assert set(best) == {"model"} and best["model"].keys() == learner.model.state_dict().keys()
     restored = build().load(tmp_path / "c.pt")
     assert restored.evaluation == learner.evaluation
+
+
+# ------------------------------------------------------------------ run folders off the usual path
+
+def test_resume_with_a_few_more_steps_runs_them_and_keeps_its_bursts_phase(tmp_path):
+    "Extra env steps that hold no new burst still run; a longer extension gets the rounds it prints."
+    out = tmp_path / "run"
+    cli("train", "dqn", "--steps", 300, "--out", out, "--eval-episodes", 1, "--hp", "learning_starts=64", *SMALL)
+    cli("train", "dqn", "--resume", out, "--steps", 500)
+    assert json.loads((out / "eval.json").read_text())["env_steps"] == 500
+    done = cli("train", "dqn", "--resume", out, "--steps", 1500)
+    # train_freq 256 from env step 500 (where the previous stretch left the collector): 756, 1012, 1268
+    assert json.loads((out / "eval.json").read_text())["env_steps"] == 1500
+    assert int(rows(out)[-1]["batch"]) == 128 + 3 * 128
+    assert "4 epochs of 128 gradient rounds over 1500 env steps" in done.stdout, done.stdout  # the plan said so
+
+
+def test_eval_of_a_ppo_run_acts_on_observations_normalised_as_in_training(tmp_path):
+    out = tmp_path / "ppo"
+    cli("train", "ppo", "--env", "Pendulum-v1", "--steps", 1024, "--out", out, "--eval-episodes", 1, "--hp",
+        "n_envs=2", "--hp", "n_steps=256", "--hp", "normalize=true")
+    weights = torch.load(out / "model.pt", weights_only=True)
+    assert weights["obs_normalizer"]["count"] > 1000
+    first = json.loads((out / "eval.json").read_text())["eval_returns"][0]
+    done = cli("eval", out, "--episodes", 1, "--seed", 10_000)
+    assert f"{first:.1f} ± 0.0" in done.stdout, (first, done.stdout)
+
+
+def test_bad_hyper_parameter_types_and_broken_files_get_messages_not_tracebacks(tmp_path, run_dir):
+    for args, message in [(["--hp", "tau=abc"], "tau must be a number"),
+                          (["--hp", "noise_std=[1]"], "noise_std must be a number"),
+                          (["--hp", "learning_rate=lin_abc"], "learning_rate")]:
+        done = cli("train", "td3", "--out", tmp_path / "bad", *args, check=False)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "metrics.csv", "returns.csv"):
+        (broken / name).write_bytes((run_dir / name).read_bytes())
+    (broken / "model.pt").write_bytes((run_dir / "model.pt").read_bytes()[:100])
+    done = cli("eval", broken, check=False)
+    assert done.returncode == 2 and "not readable weights" in done.stderr and "Traceback" not in done.stderr
+    torch.save({"actor": {}}, broken / "model.pt")
+    done = cli("eval", broken, check=False)
+    assert done.returncode == 2 and "lack ['model']" in done.stderr, done.stderr
+    config = json.loads((run_dir / "config.json").read_text())
+    for edit, message in [(dict(steps="abc"), "records steps='abc'"), (dict(batches=0), "batches=0"),
+                          (dict(algo="foo"), "needs an algo")]:
+        (broken / "config.json").write_text(json.dumps({**config, **edit}))
+        done = cli("eval", broken, check=False)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    (broken / "config.json").write_text("{not json")
+    done = cli("train", "dqn", "--resume", broken, check=False)
+    assert done.returncode == 2 and "not valid JSON" in done.stderr
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # all a run leaves when it fails in its first epoch
+    done = cli("train", "dqn", "--resume", out, check=False)
+    assert done.returncode == 2 and "not a run this fastrl-lite can rebuild" in done.stderr
+    cli("train", "dqn", "--steps", 300, "--out", out, "--eval-episodes", 1, "--hp", "learning_starts=64", *SMALL)
+    assert (out / "checkpoint.pt").is_file()
+    again = cli("train", "dqn", "--out", out, check=False)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+def test_out_must_be_a_folder_and_resume_stays_in_its_own(tmp_path, run_dir):
+    (tmp_path / "afile").write_text("")
+    done = cli("train", "dqn", "--out", tmp_path / "afile", check=False)
+    assert done.returncode == 2 and "is a file" in done.stderr
+    done = cli("train", "dqn", "--resume", run_dir, "--out", tmp_path / "elsewhere", check=False)
+    assert done.returncode == 2 and "drop --out" in done.stderr and not (tmp_path / "elsewhere").exists()
+    done = cli("plot", run_dir, "--out", "/proc/no/such/dir/p.png", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_plot_leaves_out_runs_without_episodes_and_counts_a_run_given_twice_once(tmp_path, run_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((run_dir / "config.json").read_text())
+    (empty / "returns.csv").write_text("env_step,return\n")
+    done = cli("plot", run_dir, run_dir, empty, "--out", tmp_path / "p.png")
+    assert "Left out" in done.stdout and "(1 run)" in done.stdout, done.stdout
+    done = cli("plot", empty, "--out", tmp_path / "q.png", check=False)
+    assert done.returncode == 2 and "no return values to plot yet" in done.stderr

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -185,7 +186,21 @@ def check_continuous(env_or_space, algo: str = "DDPG") -> gym.spaces.Box:
         raise ValueError(f"{algo}'s actor is tanh-bounded, so it needs finite action bounds; this environment has "
                          f"low={space.low}, high={space.high}. Wrap it with gymnasium.wrappers.ClipAction or "
                          "RescaleAction to give it bounds.")
+    if len(space.shape) != 1:
+        raise ValueError(f"{algo}'s actor outputs one vector of actions, but this environment's actions have shape "
+                         f"{space.shape}. Wrap it so that it takes a vector: gymnasium.wrappers.TransformAction(env, "
+                         "lambda a: a.reshape(shape), gymnasium.spaces.Box(low.ravel(), high.ravel())).")
     return space
+
+
+def float32_bounds(low, high) -> Tuple[Tensor, Tensor]:
+    """A `Box`'s bounds as float32 tensors rounded inwards: every float32 action within them lies
+    within the space's own bounds, whatever their dtype (0.3 as a float32 is 0.30000001 > 0.3)."""
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    low32, high32 = low.astype(np.float32), high.astype(np.float32)
+    low32 = np.where(low32 < low, np.nextafter(low32, np.float32(np.inf)), low32).astype(np.float32)
+    high32 = np.where(high32 > high, np.nextafter(high32, np.float32(-np.inf)), high32).astype(np.float32)
+    return torch.from_numpy(low32), torch.from_numpy(high32)
 
 
 class ActionScaler:
@@ -201,13 +216,17 @@ class ActionScaler:
             raise ValueError("Give both low and high, or neither (to take the env's bounds).")
         self.low = self.high = None
         if low is not None:
-            self.low = torch.as_tensor(low, dtype=torch.float32)
-            self.high = torch.as_tensor(high, dtype=torch.float32)
-            if not (torch.isfinite(self.low).all() and torch.isfinite(self.high).all()):
+            low, high = (x.numpy(force=True) if isinstance(x, Tensor) else x for x in (low, high))
+            if not (np.isfinite(low).all() and np.isfinite(high).all()):
                 raise ValueError(f"Action bounds must be finite to scale a bounded actor, got low={low}, high={high}; "
                                  "wrap the env with gymnasium.wrappers.ClipAction or RescaleAction first.")
-            if not (self.low < self.high).all():
+            if not (np.asarray(low) < np.asarray(high)).all():
                 raise ValueError(f"Need low < high in every action dimension, got low={low}, high={high}.")
+            self.low, self.high = float32_bounds(low, high)
+            if not (self.low < self.high).all():
+                raise ValueError(f"The action bounds low={low}, high={high} are too close to tell apart in float32, "
+                                 "the precision actions are computed in; wrap the env with "
+                                 "gymnasium.wrappers.RescaleAction(env, -1, 1) so the agent acts in [-1, 1].")
             self._half = (self.high - self.low) * 0.5  # exact: low + (u + 1) * half rounds as SB3's unscaling does
 
     @classmethod
@@ -232,7 +251,8 @@ class ActionScaler:
             raise RuntimeError("This ActionScaler has no bounds yet: bind it to an env's action space first.")
         if self._half.device != action.device:
             self.low, self.high, self._half = (t.to(action.device) for t in (self.low, self.high, self._half))
-        return self.low + (action + 1) * self._half
+        # the clamp keeps the rounding of the last bit from taking an action past a bound
+        return torch.clamp(self.low + (action + 1) * self._half, self.low, self.high)
 
     def __repr__(self):
         if self.low is None:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..core import register_field
 from ..nets import through, watched
 from ..pipes import Pipe
+from .continuous import float32_bounds
 from .core import AgentBase, AgentHead, StepFieldSelector
 
 __all__ = ["ActorCriticPolicy", "PolicySampler", "ClipToBounds", "PPOAgent", "layer_init", "gaussian_log_prob",
@@ -179,8 +180,12 @@ class ClipToBounds:
     log-probability the policy gave. Built without bounds it takes those of the env it is bound to."""
 
     def __init__(self, low=None, high=None):
-        self.low = None if low is None else torch.as_tensor(low, dtype=torch.float32)
-        self.high = None if high is None else torch.as_tensor(high, dtype=torch.float32)
+        if (low is None) != (high is None):
+            raise ValueError("Give both low and high, or neither (to take the env's bounds).")
+        self.low = self.high = None
+        if low is not None:  # rounded inwards, so a clipped float32 action lies within float64 bounds too
+            self.low, self.high = float32_bounds(*(x.numpy(force=True) if isinstance(x, Tensor) else x
+                                                   for x in (low, high)))
 
     def bind(self, space: gym.spaces.Space) -> "ClipToBounds":
         if not isinstance(space, gym.spaces.Box):

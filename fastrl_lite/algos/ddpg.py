@@ -30,13 +30,13 @@ from torch import Tensor, nn
 from ..agents import (ActionClip, ActionUnbatcher, AgentHead, DeterministicAgent, GaussianNoise,
                       ExplorationComparisonLogger, OrnsteinUhlenbeck, RandomStartRunner, check_continuous)
 from ..compat import BasicOptStepper, LossCollector
-from ..core import SimpleStep, TrainBatch
+from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
 from ..learner import Learner, SoftTargetUpdater, Update, bootstrap_discount, get_target_model
 from ..learner import LossCollector as _LossCollector
 from ..learner.actor_critic import ActorLossProcessor
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
-from ..learner.wiring import (check_actor_critic_sizes, check_agent, check_bootstrap, check_bounded_actions,
-                              check_gamma, env_pipeline, make_optimizer)
+from ..learner.wiring import (check_actor_critic_sizes, check_actor_kind, check_agent, check_bootstrap,
+                              check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import (Actor, Critic, ddpg_conv2d_block, init_kaiming_normal_weights,
                     init_uniform_weights, init_xavier_uniform_weights)
@@ -149,8 +149,17 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
     and `critic`."""
     compile_options(compile)
     gamma = check_gamma(gamma, "DDPGLearner")
+    bs, max_sz = check_whole(bs, "bs"), check_whole(max_sz, "max_sz")
+    batches = 1000 if batches is None else check_whole(batches, "batches")
+    warmup = check_whole(warmup, "warmup", 0)
+    train_every, updates = check_whole(train_every, "train_every"), check_whole(updates, "updates")
+    critic_target_copy_freq = check_whole(critic_target_copy_freq, "critic_target_copy_freq")
+    actor_target_copy_freq = check_whole(actor_target_copy_freq, "actor_target_copy_freq")
+    tau = check_real(tau, "tau", 0, 1, low_open=True, hint="1 is a hard copy; 1e-3 is DDPG's.")
+    device = check_device(device)
     stepper, nstepper = env_pipeline(dls, "DDPGLearner", "DDPGAgent(actor)")
     space = check_continuous(stepper.env)
+    check_actor_kind(actor, "DDPGLearner", stochastic=False)
     check_agent(stepper, actor, "DDPGLearner", "actor", "DDPGAgent(actor)")
     check_bounded_actions(stepper, "DDPGLearner", "DDPGAgent(actor)")
     check_actor_critic_sizes(stepper, space, actor, [critic])
@@ -159,7 +168,6 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
     actor_optimizer = make_optimizer(actor_opt, actor.parameters(), actor_lr, "actor_lr")
     collector = Collector(dls[0], ReplayBuffer(max_sz, device=device), bs=bs, warmup=warmup, train_every=train_every,
                           updates=updates)
-    device = torch.device(device) if device is not None else torch.device("cpu")
     actor.to(device)
     critic.to(device)
 
@@ -175,5 +183,5 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
     for fn in dp_augmentation_fns or ():
         pipe = fn(pipe)
     pipe_to_device(pipe, device, debug=debug)
-    return Learner({"actor": actor, "critic": critic}, pipe, dls=dls, batches=batches or 1000,
+    return Learner({"actor": actor, "critic": critic}, pipe, dls=dls, batches=batches,
                    logger_bases=logger_bases, name="DDPG", collector=collector, stepper=stepper)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..agents import AgentBase, AgentHead, DiscreteEpsilonRandomSelect, SimpleModelRunner, StepFieldSelector
-from ..core import SimpleStep, TrainBatch
+from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
 from ..envs.returns import EpisodeReturns
 from ..learner import Learner, LossCollector, TargetModelUpdater, Update, bootstrap_discount, get_target_model
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
@@ -240,6 +240,13 @@ def DQNLearner(model: Optional[nn.Module], dls: Sequence, logger_bases=None, los
     `sail_alpha` · clip(max(Q̄(s, a), G) − max_b Q̄(s, b), 0, `sail_clip`) to the TD target."""
     compile_options(compile)
     gamma = check_gamma(gamma, "DQNLearner")
+    bs, max_sz, batches = check_whole(bs, "bs"), check_whole(max_sz, "max_sz"), check_whole(batches, "batches")
+    warmup = check_whole(warmup, "warmup", 0)
+    train_every, updates = check_whole(train_every, "train_every"), check_whole(updates, "updates")
+    if target:
+        target_sync = check_whole(target_sync, "target_sync")
+    if clip_grad_norm is not None:
+        clip_grad_norm = check_real(clip_grad_norm, "clip_grad_norm", 0, low_open=True, hint="None does not clip.")
     stepper, nstepper = env_pipeline(dls, "DQNLearner", "DQNAgent(model)")
     n_actions = check_discrete(stepper.env)
     if model is None:
@@ -251,7 +258,7 @@ def DQNLearner(model: Optional[nn.Module], dls: Sequence, logger_bases=None, los
     check_bootstrap(nstepper, nsteps, gamma, "DQNLearner")
     if double and not target:
         raise ValueError("double=True needs a target network: keep target=True.")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = check_device(device)
     sampler = PrioritizedSampler(per_alpha, per_beta0, per_eps, per_beta_rounds) if prioritized else None
     if sail:
         check_sail(sail_alpha, sail_clip)
@@ -266,8 +273,6 @@ def DQNLearner(model: Optional[nn.Module], dls: Sequence, logger_bases=None, los
     # SAIL's transitions arrive an episode at a time: the rounds still follow the env steps (carry_over)
     collector = Collector(source, buffer, bs=bs, warmup=warmup, train_every=train_every, updates=updates,
                           carry_over=sail)
-    if target and (not isinstance(target_sync, int) or target_sync < 1):
-        raise ValueError(f"target_sync must be >= 1 gradient round, got {target_sync!r}.")
     model.to(device)
 
     target_model = copy.deepcopy(model).requires_grad_(False) if target else model

@@ -22,11 +22,12 @@ import numbers
 from typing import Callable, Optional, Sequence, Union
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 from .. import distributed
 from ..agents.policies import ActorCriticPolicy, PPOAgent
-from ..core import SimpleStep, TrainBatch
+from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
 from ..envs import GymStepper, make_vec_env
 from ..envs.normalize import NormalizeObservation, NormalizeReward, ObservationNormalizer
 from ..learner import Learner, LossCollector, Update
@@ -112,18 +113,10 @@ class PPOLoss(Pipe):
                  normalize_advantage: bool = True, target_kl: Optional[float] = None,
                  minibatches: Optional[Minibatches] = None, progress: Optional[Callable[[], float]] = None):
         super().__init__(source)
-        _check_schedule("clip_range", clip_range)
-        if clip_range_vf is not None:
-            _check_schedule("clip_range_vf", clip_range_vf)
-        for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef)):
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-        if target_kl is not None:
-            if not isinstance(target_kl, numbers.Real) or not target_kl > 0 or not math.isfinite(target_kl):
-                raise ValueError(f"target_kl must be a number > 0, or None for no early stop; got {target_kl!r}.")
-            if minibatches is None:
-                raise ValueError("target_kl needs the Minibatches stage whose passes it stops: PPOLoss(..., "
-                                 "minibatches=the_minibatches_stage).")
+        _check_loss_settings(clip_range, clip_range_vf, ent_coef, vf_coef, normalize_advantage, target_kl)
+        if target_kl is not None and minibatches is None:
+            raise ValueError("target_kl needs the Minibatches stage whose passes it stops: PPOLoss(..., "
+                             "minibatches=the_minibatches_stage).")
         self.policy, self.clip_range, self.clip_range_vf = policy, clip_range, clip_range_vf
         self.ent_coef, self.vf_coef, self.normalize_advantage = ent_coef, vf_coef, normalize_advantage
         self.target_kl, self.minibatches = target_kl, minibatches
@@ -179,10 +172,18 @@ def _check_schedule(name: str, value):
         raise ValueError(f"{name} must be a number > 0 or a schedule (linear_schedule(0.2)), got {value!r}.")
 
 
-def _check_whole(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}.")
-    return int(value)
+def _check_loss_settings(clip_range, clip_range_vf, ent_coef, vf_coef, normalize_advantage, target_kl):
+    _check_schedule("clip_range", clip_range)
+    if clip_range_vf is not None:
+        _check_schedule("clip_range_vf", clip_range_vf)
+    for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    if not isinstance(normalize_advantage, (bool, np.bool_)):
+        raise ValueError(f"normalize_advantage must be True or False, got {normalize_advantage!r}.")
+    if target_kl is not None and (isinstance(target_kl, bool) or not isinstance(target_kl, numbers.Real)
+                                  or not target_kl > 0 or not math.isfinite(target_kl)):
+        raise ValueError(f"target_kl must be a number > 0, or None for no early stop; got {target_kl!r}.")
 
 
 def PPODataPipe(env_ids: Union[str, Sequence[str]], policy: ActorCriticPolicy, n_envs: int = 1,
@@ -244,23 +245,24 @@ def PPOLearner(policy: ActorCriticPolicy, dls: Sequence, logger_bases=None, lear
     gamma = check_gamma(gamma, "PPOLearner")
     if isinstance(gae_lambda, bool) or not isinstance(gae_lambda, numbers.Real) or not 0 <= gae_lambda <= 1:
         raise ValueError(f"PPOLearner(gae_lambda={gae_lambda!r}): λ must lie in [0, 1] (0.95 is usual).")
-    n_steps, batch_size = _check_whole("n_steps", n_steps), _check_whole("batch_size", batch_size)
-    n_epochs = _check_whole("n_epochs", n_epochs)
+    n_steps, batch_size = check_whole(n_steps, "n_steps"), check_whole(batch_size, "batch_size")
+    n_epochs = check_whole(n_epochs, "n_epochs")
     rollout_size = n_steps * stepper.num_envs
     if batch_size > rollout_size or rollout_size % batch_size:
         raise ValueError(f"batch_size={batch_size} must divide a rollout of n_steps x n_envs = {n_steps} x "
                          f"{stepper.num_envs} = {rollout_size} transitions; pick a divisor of {rollout_size} "
                          f"(e.g. {math.gcd(rollout_size, 64)}), or change n_steps.")
     if total_timesteps is not None:
-        total_timesteps = _check_whole("total_timesteps", total_timesteps)
+        total_timesteps = check_whole(total_timesteps, "total_timesteps")
     if (callable(learning_rate) or callable(clip_range) or callable(clip_range_vf)) and total_timesteps is None:
         raise ValueError("A schedule (linear_schedule) runs over total_timesteps env steps: give total_timesteps.")
     _check_schedule("learning_rate", learning_rate)
-    if max_grad_norm is not None and not (isinstance(max_grad_norm, numbers.Real) and max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm must be > 0, or None not to clip; got {max_grad_norm!r}.")
+    _check_loss_settings(clip_range, clip_range_vf, ent_coef, vf_coef, normalize_advantage, target_kl)
+    if max_grad_norm is not None:
+        max_grad_norm = check_real(max_grad_norm, "max_grad_norm", 0, low_open=True, hint="None does not clip.")
     rounds_per_rollout = n_epochs * rollout_size // batch_size
-    batches = rounds_per_rollout if batches is None else _check_whole("batches", batches)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    batches = rounds_per_rollout if batches is None else check_whole(batches, "batches")
+    device = check_device(device)
     policy.to(device)
     initial_lr = learning_rate(1.0) if callable(learning_rate) else learning_rate
     optimizer = torch.optim.Adam(policy.parameters(), lr=initial_lr, eps=1e-5, fused=device.type in ("cpu", "cuda"))

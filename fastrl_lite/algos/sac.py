@@ -34,10 +34,10 @@ import torch
 from torch import Tensor, nn
 
 from ..agents import ActionScaler, AgentBase, AgentHead, StepFieldSelector, check_continuous
-from ..core import SimpleStep, TrainBatch, register_field
+from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole, register_field
 from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
-from ..learner.wiring import (check_actor_critic_sizes, check_agent, check_bootstrap, check_bounded_actions,
-                              check_gamma, env_pipeline, make_optimizer)
+from ..learner.wiring import (check_actor_critic_sizes, check_actor_kind, check_agent, check_bootstrap,
+                              check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import SquashedGaussianActor, SquashedGSDEActor, TwinCritic
 from ..pipes import Pipe, find_pipe, pipe_to_device
@@ -265,11 +265,6 @@ class EntropyCoefficientLoss(Pipe):
 
 # SAC assembled -----------------------------------------------------------------------------------------
 
-def _whole(value, name: str, least: int):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
-        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}.")
-
-
 def _target_entropy(target_entropy, action_sz: int) -> float:
     if isinstance(target_entropy, str) and target_entropy == "auto":
         return -float(action_sz)
@@ -301,23 +296,20 @@ def SACLearner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
             raise ValueError("SAC needs two critics: a TwinCritic or a pair of critics.")
         critics = TwinCritic(*critics)
     gamma = check_gamma(gamma, "SACLearner")
-    if not isinstance(tau, numbers.Real) or isinstance(tau, bool) or not 0 < tau <= 1:
-        raise ValueError(f"tau must lie in (0, 1] (1 is a hard copy), got {tau!r}.")
-    _whole(target_update_interval, "target_update_interval", 1)
-    for name, value in (("train_freq", train_freq), ("gradient_steps", gradient_steps), ("batch_size", batch_size),
-                        ("buffer_size", buffer_size)):
-        _whole(value, name, 1)
-    _whole(learning_starts, "learning_starts", 0)
+    tau = check_real(tau, "tau", 0, 1, low_open=True, hint="1 is a hard copy; 0.005 is SAC's.")
+    target_update_interval = check_whole(target_update_interval, "target_update_interval")
+    train_freq, gradient_steps = check_whole(train_freq, "train_freq"), check_whole(gradient_steps, "gradient_steps")
+    buffer_size, batch_size = check_whole(buffer_size, "buffer_size"), check_whole(batch_size, "batch_size")
+    learning_starts, batches = check_whole(learning_starts, "learning_starts", 0), check_whole(batches, "batches")
+    device = check_device(device)
     entropy = EntropyCoefficient.of(ent_coef)
     stepper, nstepper = env_pipeline(dls, "SACLearner", "SACAgent(actor)")
     space = check_continuous(stepper.env, "SAC")
+    check_actor_kind(actor, "SACLearner", stochastic=True)
     check_agent(stepper, actor, "SACLearner", "actor", "SACAgent(actor)")
     check_bounded_actions(stepper, "SACLearner", "SACAgent(actor)")
     check_actor_critic_sizes(stepper, space, actor, [critics.q1, critics.q2])
     check_bootstrap(nstepper, nsteps, gamma, "SACLearner")
-    runner = find_pipe(stepper.agent, SquashedGaussianRunner, required=False)
-    if runner is not None and runner.sde and runner.sde_sample_freq == -1:
-        runner.sde_sample_freq = train_freq  # a new gSDE matrix at the start of each collection phase
     target_entropy = _target_entropy(target_entropy, int(torch.Size(space.shape).numel()))
     critic_optimizer = make_optimizer(optimizer_class, critics.parameters(), learning_rate, "learning_rate")
     actor_optimizer = make_optimizer(optimizer_class, actor.parameters(), learning_rate, "learning_rate")
@@ -325,7 +317,9 @@ def SACLearner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
         if entropy.learnable else None
     collector = Collector(dls[0], ReplayBuffer(buffer_size, device=device), bs=batch_size, warmup=learning_starts,
                           train_every=train_freq, updates=gradient_steps)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    runner = find_pipe(stepper.agent, SquashedGaussianRunner, required=False)
+    if runner is not None and runner.sde and runner.sde_sample_freq == -1:
+        runner.sde_sample_freq = train_freq  # a new gSDE matrix at the start of each collection phase
     for module in (actor, critics, entropy):
         module.to(device)
 

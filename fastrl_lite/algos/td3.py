@@ -28,11 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from ..agents import AgentHead, DeterministicAgent, action_noise, check_continuous
-from ..core import SimpleStep, TrainBatch
+from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
 from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
 from ..learner.actor_critic import ActorLossProcessor
-from ..learner.wiring import (check_actor_critic_sizes, check_agent, check_bootstrap, check_bounded_actions,
-                              check_gamma, env_pipeline, make_optimizer)
+from ..learner.wiring import (check_actor_critic_sizes, check_actor_kind, check_agent, check_bootstrap,
+                              check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import TwinCritic
 from ..pipes import Pipe, pipe_to_device
@@ -45,9 +45,9 @@ __all__ = ["TwinCritic", "TwinCriticLoss", "TD3Agent", "TD3Learner"]
 # 3. The critics' target and loss ------------------------------------------------------------------
 
 def _check_smoothing(policy_noise: float, noise_clip: float):
-    if not policy_noise >= 0 or not noise_clip >= 0:
-        raise ValueError(f"The target policy noise and its clip must be >= 0 (0 turns the smoothing off), got "
-                         f"{policy_noise} and {noise_clip}.")
+    hint = "0 turns the smoothing off."
+    check_real(policy_noise, "The target policy noise (target_policy_noise)", 0, hint=hint)
+    check_real(noise_clip, "The target policy noise's clip (target_noise_clip)", 0, hint=hint)
 
 
 class TwinCriticLoss(Pipe):
@@ -134,22 +134,24 @@ def TD3Learner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
             raise ValueError(f"TD3 needs two critics (a TwinCritic or a pair), got {len(critics)}.")
         critics = TwinCritic(*critics)
     gamma = check_gamma(gamma, "TD3Learner")
-    if not isinstance(policy_delay, int) or isinstance(policy_delay, bool) or policy_delay < 1:
-        raise ValueError(f"policy_delay must be a whole number of rounds >= 1, got {policy_delay!r}.")
+    policy_delay = check_whole(policy_delay, "policy_delay")
+    buffer_size, batch_size = check_whole(buffer_size, "buffer_size"), check_whole(batch_size, "batch_size")
+    learning_starts, batches = check_whole(learning_starts, "learning_starts", 0), check_whole(batches, "batches")
+    train_freq, gradient_steps = check_whole(train_freq, "train_freq"), check_whole(gradient_steps, "gradient_steps")
+    tau = check_real(tau, "tau", 0, 1, low_open=True, hint="1 is a hard copy; 0.005 is TD3's.")
+    device = check_device(device)
     stepper, nstepper = env_pipeline(dls, "TD3Learner", "TD3Agent(actor)")
     space = check_continuous(stepper.env, "TD3")
+    check_actor_kind(actor, "TD3Learner", stochastic=False)
     check_agent(stepper, actor, "TD3Learner", "actor", "TD3Agent(actor)")
     check_bounded_actions(stepper, "TD3Learner", "TD3Agent(actor)")
     check_actor_critic_sizes(stepper, space, actor, [critics.q1, critics.q2])
     check_bootstrap(nstepper, nsteps, gamma, "TD3Learner")
     _check_smoothing(target_policy_noise, target_noise_clip)
-    if not 0 < tau <= 1:
-        raise ValueError(f"tau must lie in (0, 1] (1 is a hard copy), got {tau}.")
     critic_optimizer = make_optimizer(optimizer_class, critics.parameters(), learning_rate, "learning_rate")
     actor_optimizer = make_optimizer(optimizer_class, actor.parameters(), learning_rate, "learning_rate")
     collector = Collector(dls[0], ReplayBuffer(buffer_size, device=device), bs=batch_size, warmup=learning_starts,
                           train_every=train_freq, updates=gradient_steps)
-    device = torch.device(device) if device is not None else torch.device("cpu")
     actor.to(device)
     critics.to(device)
 

@@ -146,7 +146,11 @@ class GymStepper(Pipe):
     `terminated` and `truncated` are kept apart. `episode_n` counts each env's finished episodes and `step_n` the
     steps of the current one (1 on an episode's first transition). With `agent=None` actions are
     sampled from the action space. `n` caps the total env steps (transitions) yielded. A NaN/inf
-    observation or reward stops stepping with an error unless `check_finite=False`.
+    observation (a reset's and an episode's final one included), reward or agent action stops
+    stepping with an error unless `check_finite=False`.
+    For a `Discrete(n, start=k)` action space the agent's actions are indices 0..n-1 (as its
+    network's outputs are) and the env receives k + index; the steps store the index.
+    Observations are stored as float32, except uint8 images (2 or more dims), which stay uint8.
     Finished episode returns go to the record bus as `episode_return`.
     """
 
@@ -165,6 +169,8 @@ class GymStepper(Pipe):
         self._episode_ended = getattr(agent, "episode_ended", None)  # AgentHead: tells its stages of episode ends
         to_env = getattr(agent, "to_env", None)
         self.to_env = to_env.bind(env.single_action_space) if hasattr(to_env, "bind") else to_env
+        space = env.single_action_space
+        self._action_start = int(space.start) if isinstance(space, gym.spaces.Discrete) and agent is not None else 0
         self.num_envs = env.num_envs
         self.env_steps = 0
         self.episodes = 0
@@ -183,6 +189,8 @@ class GymStepper(Pipe):
         obs, _ = self.env.reset(seed=seed)
         if seed is not None:
             self.env.action_space.seed(seed)
+        if self.check_finite and obs.dtype.kind == "f" and not np.isfinite(obs).all():
+            self._not_finite("observation", obs, ", from a reset")
         self._obs = self._as_tensor(obs)
         self._env_id = torch.arange(self.num_envs)
         # per-env bookkeeping stays in NumPy: a NumPy op on a few numbers costs a fraction of a torch op
@@ -198,9 +206,10 @@ class GymStepper(Pipe):
 
     @staticmethod
     def _as_tensor(obs) -> torch.Tensor:
-        "Observations as float32 tensors, sharing memory where they already are; uint8 frames stay uint8."
+        """Observations as float32 tensors, sharing memory where they already are; uint8 frames (2 or
+        more dims per env) stay uint8."""
         obs = np.asarray(obs)
-        if obs.dtype != np.uint8:
+        if obs.dtype != np.uint8 or obs.ndim <= 2:
             obs = obs.astype(np.float32, copy=False)
         return torch.from_numpy(obs)
 
@@ -221,10 +230,10 @@ class GymStepper(Pipe):
             raise StopIteration
         return self.step()
 
-    def _not_finite(self, what: str, values: np.ndarray):
+    def _not_finite(self, what: str, values: np.ndarray, where: str = ""):
         bad = np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(1)).tolist()
         raise FloatingPointError(f"GymStepper: the env returned a NaN/inf {what} at env step {self.env_steps} "
-                                 f"(envs {bad}). Fix or wrap the env; GymStepper(check_finite=False) turns "
+                                 f"(envs {bad}{where}). Fix or wrap the env; GymStepper(check_finite=False) turns "
                                  "this check off.")
 
     def step(self) -> SimpleStep:
@@ -232,8 +241,16 @@ class GymStepper(Pipe):
         if self._obs is None:
             self._start()
         action, extras = self._actions()
-        env_action = action if self.to_env is None else self.to_env(action)
-        obs, reward, terminated, truncated, info = self.env.step(env_action.numpy())
+        env_action = (action if self.to_env is None else self.to_env(action)).numpy()
+        if self.check_finite and env_action.dtype.kind == "f" and not np.isfinite(env_action).all():
+            bad = np.flatnonzero(~np.isfinite(env_action).reshape(len(env_action), -1).all(1)).tolist()
+            raise FloatingPointError(f"GymStepper: the agent chose a NaN/inf action at env step {self.env_steps} "
+                                     f"(envs {bad}): its network has diverged (its weights or its input hold "
+                                     "NaN/inf). Lower the learning rate or clip gradients, and check the observations "
+                                     "and rewards; GymStepper(check_finite=False) turns this check off.")
+        if self._action_start:
+            env_action = env_action + self._action_start
+        obs, reward, terminated, truncated, info = self.env.step(env_action)
         done = terminated | truncated
         any_done = done.any()
         if self.check_finite:
@@ -247,6 +264,8 @@ class GymStepper(Pipe):
             idx = np.flatnonzero(done)
             final = np.array(obs)
             final[idx] = np.stack(info["final_obs"][idx])
+            if self.check_finite and final.dtype.kind == "f" and not np.isfinite(final).all():
+                self._not_finite("observation", final, ", an episode's final one")
             next_state = self._as_tensor(final)
         self._step_n = self._step_n + 1  # a new array: the tensor below shares its memory
         step = SimpleStep(

@@ -10,9 +10,11 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -20,6 +22,7 @@ from torch import nn
 from .. import distributed
 from ..core import Records, evaluating, set_seed
 from ..envs import GymStepper, cap_episode_length, make_vec_env
+from ..envs.normalize import NormalizeObservation
 from ..memory import Collector
 from ..pipes import Pipe, find_pipe, pipe_graph
 
@@ -70,7 +73,14 @@ class Learner:
         self.models = model if isinstance(model, dict) else {"model": model}
         self.model = next(iter(self.models.values()))
         self.pipe, self.dls, self.batches = pipe, list(dls), batches
+        if isinstance(logger_bases, (str, bytes)) or (logger_bases is not None and not isinstance(logger_bases, Iterable)):
+            raise ValueError(f"logger_bases must be a list of loggers (e.g. [CSVLogger('metrics.csv')]), got "
+                             f"{logger_bases!r}.")
         self.loggers = list(logger_bases or [])
+        for logger in self.loggers:
+            if not all(callable(getattr(logger, hook, None)) for hook in ("before_fit", "after_epoch", "after_fit")):
+                raise ValueError(f"{logger!r} is not a logger: a logger is a LoggerBase (CSVLogger(...), "
+                                 "ProgressBarLogger(), ...), or has its before_fit, after_epoch and after_fit methods.")
         self.rolling, self.name, self.check_finite = rolling, name or type(self).__name__, check_finite
         self.records = Records()
         for node in pipe_graph(pipe):
@@ -198,7 +208,7 @@ class Learner:
                                next=(self.env_steps // eval_every + 1) * eval_every)
         if best_model_path is not None and result["mean"] > self.evaluation.get("best", -math.inf):
             self.evaluation["best"] = result["mean"]
-            torch.save({name: m.state_dict() for name, m in self.models.items()}, best_model_path)
+            torch.save(self.weights(), best_model_path)
 
     def _iterate(self, iterable, hook: str, loggers):
         for logger in loggers:
@@ -252,9 +262,10 @@ class Learner:
     def validate(self, episodes: int = 10, seed: int = 10_000, env_ids=None) -> Dict:
         """Run the greedy policy (model in eval mode, so exploration is off) for `episodes` episodes;
         returns {'mean', 'std', 'returns'}. Uses the validation pipeline `dls[1]` when the learner has
-        one, else a fresh single env of the training env id seeded with `seed`. A validation pipeline
-        capped at `n` env steps runs at most `n` env steps per call, and says so if its episodes do
-        not finish within them."""
+        one, else a fresh single env seeded with `seed`, made the way the training envs are (the same
+        id, arguments and wrappers), or of `env_ids`. A validation pipeline capped at `n` env steps
+        runs at most `n` env steps per call, and says so if its episodes do not finish within them.
+        The agent's state (its noise process, its step counts) is the same afterwards as before."""
         if not _whole(episodes) or episodes < 1:
             raise ValueError(f"validate needs a whole number of episodes >= 1, got {episodes!r}.")
         if len(self.dls) > 1 and env_ids is None:
@@ -262,15 +273,28 @@ class Learner:
         else:
             if self.stepper is None or self.stepper.agent is None:
                 raise RuntimeError("validate needs a pipeline whose GymStepper has an agent.")
-            env_ids = env_ids or [self.stepper.env.get_attr("spec")[0].id]
             # an env without a time limit of its own gets one, so a greedy policy that never ends an episode
             # cannot hang the evaluation
-            stepper = GymStepper(make_vec_env(env_ids, num_envs=1, wrappers=[cap_episode_length]), self.stepper.agent,
-                                 seed=seed)
+            fns = getattr(self.stepper.env, "env_fns", None)
+            if env_ids is None and not fns:
+                spec = self.stepper.env.get_attr("spec")[0]
+                if spec is None:
+                    raise ValueError("validate makes its env the way the training env was made, but this vector env "
+                                     "has neither env_fns nor a registered id; pass env_ids=[...], or give the "
+                                     "learner a validation pipeline as dls[1].")
+                env_ids = [spec.id]
+            if env_ids is not None:
+                env = make_vec_env(env_ids, num_envs=1, wrappers=[cap_episode_length])
+            else:
+                env = gym.vector.SyncVectorEnv([lambda: cap_episode_length(fns[0]())],
+                                               autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+            stepper = GymStepper(env, self.stepper.agent, seed=seed)
         if stepper.agent is None:
             raise RuntimeError("The validation pipeline has no agent: build it with GymDataPipe(..., agent=...).")
         records, stepper.records = stepper.records, Records()
         budget, ran = stepper.n, 0
+        agent = stepper.agent
+        agent_state = copy.deepcopy(agent.state_dict()) if hasattr(agent, "state_dict") else None
         try:
             with evaluating(stepper.agent.model):
                 while len(stepper.records.values("episode_return")) < episodes:
@@ -284,14 +308,54 @@ class Learner:
             returns = np.array([r for _, r in stepper.records.values("episode_return")[:episodes]])
         finally:
             stepper.records = records
+            if agent_state is not None:
+                agent.reset(agent_state)
         return {"mean": float(returns.mean()), "std": float(returns.std()), "returns": returns.tolist()}
+
+    # ------------------------------------------------------------------ weights
+    def _obs_normalizer(self):
+        stage = find_pipe(self.dls[0], NormalizeObservation, required=False) if self.dls else None
+        return stage.normalizer if stage is not None else None
+
+    def weights(self) -> Dict:
+        """What acting needs (model.pt, best_model.pt): each model's state_dict and, when the env
+        pipeline normalises observations, the normaliser's statistics under 'obs_normalizer': the
+        policy acts on normalised observations, so its weights alone would act on other inputs."""
+        weights = {name: m.state_dict() for name, m in self.models.items()}
+        normalizer = self._obs_normalizer()
+        if normalizer is not None:
+            weights["obs_normalizer"] = normalizer.state_dict()
+        return weights
+
+    def load_weights(self, weights: Dict) -> "Learner":
+        """Load what `weights()` gave into this learner, built the same way; a file of other
+        networks, or one without the observation statistics this learner acts on, is refused."""
+        if not isinstance(weights, dict):
+            raise CheckpointError(f"These are not a learner's weights (a dict of state_dicts), but a "
+                                  f"{type(weights).__name__}.")
+        missing = [name for name in self.models if name not in weights]
+        normalizer = self._obs_normalizer()
+        if missing or (normalizer is not None and "obs_normalizer" not in weights):
+            raise CheckpointError(f"These weights lack {missing or ['obs_normalizer']} (they hold "
+                                  f"{sorted(weights)}): they were written by another algorithm or settings.")
+        try:
+            for name, model in self.models.items():
+                model.load_state_dict(weights[name])
+            if normalizer is not None:
+                normalizer.load_state_dict(weights["obs_normalizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"These weights do not fit this learner's networks: {error}") from error
+        return self
 
     # ------------------------------------------------------------------ checkpoints
     def _meta(self) -> Dict:
         env_ids = None
         if self.stepper is not None:
             env_ids = [spec.id if spec is not None else None for spec in self.stepper.env.get_attr("spec")]
-        return {"learner": self.name, "env_ids": env_ids, "world_size": distributed.world_size(),
+        spaces = None
+        if self.stepper is not None:
+            spaces = [repr(self.stepper.env.single_observation_space), repr(self.stepper.env.single_action_space)]
+        return {"learner": self.name, "env_ids": env_ids, "spaces": spaces, "world_size": distributed.world_size(),
                 "stages": [type(node).__name__ for node in pipe_graph(self.pipe)],
                 "shapes": {name: {k: tuple(v.shape) for k, v in m.state_dict().items()}
                            for name, m in self.models.items()}}
@@ -421,6 +485,11 @@ class Learner:
             raise CheckpointError(f"{path} was written by a {saved['learner']} learner; this one is {mine['learner']}.")
         if saved["env_ids"] != mine["env_ids"]:
             raise CheckpointError(f"{path} was written for envs {saved['env_ids']}; this learner steps {mine['env_ids']}.")
+        if saved.get("spaces") is not None and saved["spaces"] != mine["spaces"]:
+            (obs, act), (my_obs, my_act) = saved["spaces"], mine["spaces"]
+            raise CheckpointError(f"{path} was written for an env that observes {obs} and acts in {act}; this learner's "
+                                  f"env observes {my_obs} and acts in {my_act}. Build the learner on the env the "
+                                  "checkpoint's run trained on.")
         if saved["stages"] != mine["stages"]:
             theirs, ours = saved["stages"], mine["stages"]
             at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))

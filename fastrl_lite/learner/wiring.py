@@ -15,14 +15,15 @@ from ..nets import check_state_size
 from ..pipes import find_pipe
 
 __all__ = ["env_pipeline", "check_gamma", "check_bootstrap", "check_agent", "check_bounded_actions",
-           "check_actor_critic_sizes", "make_optimizer"]
+           "check_actor_critic_sizes", "check_actor_kind", "make_optimizer"]
 
 
 def env_pipeline(dls, algo: str, agent_hint: str) -> Tuple[GymStepper, Optional[NStepper]]:
     """The `GymStepper` of the training env pipeline `dls[0]` and its `NStepper` (None when it merges
     no n-step transitions)."""
-    if not dls:
-        raise ValueError(f"{algo} needs dls=[train_pipe] built with GymDataPipe/GymTransformBlock.")
+    if not isinstance(dls, (list, tuple)) or not dls:
+        raise ValueError(f"{algo} needs dls=[train_pipe], a list whose first item is the training env pipeline built "
+                         f"with GymDataPipe/GymTransformBlock; got {type(dls).__name__}.")
     stepper = find_pipe(dls[0], GymStepper, required=False)
     if stepper is None:
         raise ValueError(f"{algo}: dls[0] has no GymStepper; build it with GymDataPipe(env_ids, agent={agent_hint}).")
@@ -84,11 +85,27 @@ def check_actor_critic_sizes(stepper: GymStepper, space, actor: nn.Module, criti
                              f"{model.action_sz}; build it with action_sz={action_sz}.")
 
 
+def check_actor_kind(actor: nn.Module, algo: str, stochastic: bool):
+    """SAC trains an actor that samples (`sample(state)` → action, log-prob); DDPG and TD3 one that
+    maps a state to its action."""
+    samples = callable(getattr(actor, "sample", None))
+    if stochastic and not samples:
+        raise ValueError(f"{algo} trains a stochastic actor that samples its actions, but {type(actor).__name__} has "
+                         "no sample method; build it as SquashedGaussianActor(state_sz, action_sz) (or "
+                         "SquashedGSDEActor).")
+    if not stochastic and samples:
+        raise ValueError(f"{algo} trains a deterministic actor, μ(s) → action, but {type(actor).__name__} samples its "
+                         "actions, as SAC's does; build it as Actor(state_sz, action_sz), or train it with SACLearner.")
+
+
 def make_optimizer(opt: Type[torch.optim.Optimizer], params, lr: float, name: str = "lr") -> torch.optim.Optimizer:
     """`opt(params, lr=lr)`; Adam and AdamW step every parameter in one fused kernel (measured ~3x
     faster per step on the CPU than the default per-parameter loop for a [256, 256] MLP; same update
     rule, last-bit rounding)."""
     if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not lr > 0 or math.isinf(lr):
         raise ValueError(f"{name} must be a finite number > 0, got {lr!r}.")
+    if not (isinstance(opt, type) and issubclass(opt, torch.optim.Optimizer)) and not callable(opt):
+        raise ValueError(f"The optimizer must be a torch optimizer class such as torch.optim.Adam (or a function "
+                         f"(params, lr=...) -> optimizer), got {opt!r}.")
     fused = {"fused": True} if opt in (torch.optim.Adam, torch.optim.AdamW) else {}
     return opt(params, lr=lr, **fused)

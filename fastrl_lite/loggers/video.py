@@ -51,9 +51,10 @@ def _greedy_policy(agent_or_model, action_space) -> Tuple[Callable, nn.Module]:
 
 
 def _to_env_action(action: torch.Tensor, action_space):
+    "One env's action as the env takes it; a Discrete(n, start=k) env receives k + the agent's index."
     action = action.detach().cpu().numpy()
     if isinstance(action_space, gym.spaces.Discrete):
-        return int(action.reshape(-1)[0])
+        return int(action.reshape(-1)[0]) + int(action_space.start)
     if action.size != int(np.prod(action_space.shape)):
         raise ValueError(f"The policy returned {action.size} action values; the env's action space is {action_space}.")
     return action.reshape(action_space.shape).astype(action_space.dtype)

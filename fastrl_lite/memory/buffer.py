@@ -10,7 +10,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..core import SimpleStep, TrainBatch, replay_fields
+from ..core import SimpleStep, TrainBatch, check_whole, replay_fields
 
 __all__ = ["TensorStorage", "RoundRobinWriter", "Sampler", "UniformSampler", "MinibatchSampler", "ReplayBuffer"]
 
@@ -59,9 +59,7 @@ class TensorStorage:
 
     def __init__(self, max_sz: int, device: Optional[Union[str, torch.device]] = None,
                  fields: Optional[Sequence[str]] = None):
-        if max_sz < 1:
-            raise ValueError(f"max_sz must be >= 1, got {max_sz}.")
-        self.max_sz = max_sz
+        self.max_sz = check_whole(max_sz, "max_sz")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.fields = tuple(fields) if fields is not None else None
         self.tensors: Dict[str, Tensor] = {}

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from ..core import CORE_FIELDS, SimpleStep, TrainBatch, replay_fields
+from ..core import CORE_FIELDS, SimpleStep, TrainBatch, check_whole, replay_fields
 from ..pipes import Pipe
 from .buffer import ReplayBuffer, UniformSampler
 
@@ -50,15 +50,12 @@ class Collector(Pipe):
     def __init__(self, source, buffer: ReplayBuffer, bs: int = 64, warmup: int = 0, train_every: int = 1,
                  updates: int = 1, carry_over: bool = False):
         super().__init__(source)
-        if bs < 1:
-            raise ValueError(f"bs must be >= 1, got {bs}.")
+        bs, warmup = check_whole(bs, "bs"), check_whole(warmup, "warmup", 0)
+        train_every, updates = check_whole(train_every, "train_every"), check_whole(updates, "updates")
         if bs > buffer.max_sz:
             raise ValueError(f"The batch size bs={bs} is larger than the replay capacity max_sz={buffer.max_sz}: raise "
                              "the capacity (max_sz; buffer_size on the command line) or lower the batch size "
                              "(bs; batch_size).")
-        if warmup < 0 or train_every < 1 or updates < 1:
-            raise ValueError(f"Need warmup >= 0, train_every >= 1 and updates >= 1; got warmup={warmup}, "
-                             f"train_every={train_every}, updates={updates}.")
         if warmup > buffer.max_sz:
             raise ValueError(f"warmup={warmup} transitions can never be reached with max_sz={buffer.max_sz}: raise the "
                              "capacity (max_sz; buffer_size on the command line) or lower the warm-up "
@@ -76,6 +73,19 @@ class Collector(Pipe):
         if env_steps < first:
             return 0
         return ((env_steps - first) // self.train_every + 1) * self.updates
+
+    def rounds_left(self, env_steps: int) -> int:
+        """How many more gradient rounds a run that ends at `env_steps` env steps yields from where
+        this collector stands: `rounds_within` for a fresh one; for a resumed one, the rounds it
+        still owes, then a burst every `train_every` env steps counted from its own position (as
+        the bursts before it stopped were), once `warmup` transitions are stored."""
+        if self.env_steps == 0:
+            return self.rounds_within(env_steps)
+        first = (self.due if self.carry_over else self.env_steps) + self.train_every
+        first = max(first, self.env_steps + max(self.warmup, self.bs) - len(self.buffer))
+        if env_steps < first:
+            return self.owed
+        return self.owed + ((env_steps - first) // self.train_every + 1) * self.updates
 
     def _collect(self, until: int):
         source, extend = self.source, self.buffer.extend
