@@ -181,7 +181,7 @@ def check_continuous(env_or_space, algo: str = "DDPG") -> gym.spaces.Box:
     space = getattr(env_or_space, "single_action_space", getattr(env_or_space, "action_space", env_or_space))
     if not isinstance(space, gym.spaces.Box):
         raise ValueError(f"{algo} needs a continuous (Box) action space, this environment has {space}. "
-                         "For discrete actions use DQN (fastrl-lite train dqn).")
+                         "For discrete actions use DQN (fastrl-lite train dqn) or PPO (fastrl-lite train ppo).")
     if not (torch.isfinite(torch.as_tensor(space.low)).all() and torch.isfinite(torch.as_tensor(space.high)).all()):
         raise ValueError(f"{algo}'s actor is tanh-bounded, so it needs finite action bounds; this environment has "
                          f"low={space.low}, high={space.high}. Wrap it with gymnasium.wrappers.ClipAction or "

@@ -175,7 +175,7 @@ def check_discrete(env_or_space, algo: str = "DQN") -> int:
     space = getattr(env_or_space, "single_action_space", getattr(env_or_space, "action_space", env_or_space))
     if not isinstance(space, gym.spaces.Discrete):
         raise ValueError(f"{algo} needs a discrete action space, this environment has {space}. "
-                         "For continuous actions use TD3, SAC or DDPG (fastrl-lite train td3|sac|ddpg).")
+                         "For continuous actions use TD3, SAC, DDPG or PPO (fastrl-lite train td3|sac|ddpg|ppo).")
     return int(space.n)
 
 

@@ -242,8 +242,9 @@ class Learner:
                     stage = " or ".join(stages) or "the stage that fills losses[" + repr(key) + "]"
                     raise FloatingPointError(
                         f"{name} became NaN/inf at gradient round {first} (epoch {self.epoch}), computed by {stage}. "
-                        "Lower the learning rate, clip gradients (clip_grad_norm=) "
-                        "or check the rewards and observations; Learner(check_finite=False) turns this check off.")
+                        "Lower the learning rate, clip gradients (clip_grad_norm=; max_grad_norm on the command "
+                        "line) or check the rewards and observations; Learner(check_finite=False) turns this check "
+                        "off.")
                 row[name] = float(values.mean())
         for name, values in self.records.lists.items():
             if name != "episode_return" and values:
