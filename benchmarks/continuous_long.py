@@ -65,13 +65,15 @@ SETTINGS = {
 
 
 class Clock:
-    """Training seconds (wall and CPU) summed over the stretches of a resumable run, kept in
-    `state/clock.json` next to the run's last save, with the env step that save reached."""
+    """Training seconds (wall and CPU) summed over the stretches of a run. For a resumable run
+    (`state`, a folder) they are kept in `state/clock.json` next to the run's last save, with the
+    env step that save reached."""
 
-    def __init__(self, state: Path):
-        self.path = state / "clock.json"
-        state.mkdir(parents=True, exist_ok=True)
-        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+    def __init__(self, state: Path | None):
+        self.path = state / "clock.json" if state is not None else None
+        if state is not None:
+            state.mkdir(parents=True, exist_ok=True)
+        saved = json.loads(self.path.read_text()) if self.path is not None and self.path.exists() else {}
         self.seconds, self.cpu_seconds = saved.get("seconds", 0.0), saved.get("cpu_seconds", 0.0)
         self.env_steps = saved.get("env_steps", 0)
 
@@ -135,22 +137,17 @@ def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, epis
                              gamma=s["gamma"], train_freq=s["train_freq"], gradient_steps=s["gradient_steps"],
                              ent_coef=s["ent_coef"], batches=1000)
     epochs = max(1, math.ceil(learner.collector.rounds_within(steps) / learner.batches))
-    if state is None:
-        start, cpu = time.perf_counter(), time.process_time()
-        learner.fit(epochs)
-        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    else:
-        clock = Clock(state)
-        if clock.env_steps:
-            learner.load(state / "learner.pt")
-            clock.check(learner.env_steps)
-        stretch = max(1, math.ceil(learner.collector.rounds_within(save_every) / learner.batches))
-        while learner.epoch < epochs and learner.env_steps < steps:
-            with clock:
-                learner.fit(min(stretch, epochs - learner.epoch))
+    clock = Clock(state)
+    if clock.env_steps:
+        learner.load(state / "learner.pt")
+        clock.check(learner.env_steps)
+    stretch = max(1, math.ceil(learner.collector.rounds_within(save_every) / learner.batches)) if state else epochs
+    while learner.epoch < epochs and learner.env_steps < steps:
+        with clock:
+            learner.fit(min(stretch, epochs - learner.epoch))
+        if state is not None:
             learner.save(state / "learner.pt")
             clock.saved(learner.env_steps)
-        seconds, cpu_seconds = clock.seconds, clock.cpu_seconds
     agent, to_env = learner.stepper.agent, learner.stepper.to_env
 
     def act(obs):
@@ -158,7 +155,7 @@ def run_fastrl_lite(algo: str, env_id: str, s: dict, steps: int, seed: int, epis
         return to_env(out["action"] if isinstance(out, dict) else out).numpy()[0]
     with evaluating(actor):
         returns = greedy_returns(env_id, act, episodes)
-    return learner.env_steps, seconds, cpu_seconds, returns
+    return learner.env_steps, clock.seconds, clock.cpu_seconds, returns
 
 
 def run_sb3(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: int, sde: bool,
@@ -187,34 +184,29 @@ def run_sb3(algo: str, env_id: str, s: dict, steps: int, seed: int, episodes: in
             policy_kwargs["log_std_init"] = s["sde_log_std_init"]
         model = SAC("MlpPolicy", env, learning_rate=lr, ent_coef=s["ent_coef"], use_sde=sde and "sde_log_std_init" in s,
                     policy_kwargs=policy_kwargs, **common)
-    if state is None:
-        start, cpu = time.perf_counter(), time.process_time()
-        model.learn(steps)
-        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    else:
-        clock = Clock(state)
-        if clock.env_steps:
-            kind = TD3 if algo == "td3" else SAC
-            model = kind.load(state / "model.zip", env=env, device="cpu",
-                              **({"action_noise": noise} if algo == "td3" else {}))
-            model.load_replay_buffer(state / "replay.pkl")
-            rng = torch.load(state / "rng.pt", weights_only=False)
-            torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
-            random.setstate(rng["python"])
-            model.action_space.np_random.bit_generator.state = rng["action_space"]
-            clock.check(model.num_timesteps)
-        while model.num_timesteps < steps:
-            with clock:
-                model.learn(min(save_every, steps - model.num_timesteps), reset_num_timesteps=False)
+    clock = Clock(state)
+    if clock.env_steps:
+        kind = TD3 if algo == "td3" else SAC
+        model = kind.load(state / "model.zip", env=env, device="cpu",
+                          **({"action_noise": noise} if algo == "td3" else {}))
+        model.load_replay_buffer(state / "replay.pkl")
+        rng = torch.load(state / "rng.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        model.action_space.np_random.bit_generator.state = rng["action_space"]
+        clock.check(model.num_timesteps)
+    while model.num_timesteps < steps:
+        with clock:  # one call for the whole run, unless it saves as it goes
+            model.learn(min(save_every if state else steps, steps - model.num_timesteps), reset_num_timesteps=False)
+        if state is not None:
             model.save(state / "model.zip")
             model.save_replay_buffer(state / "replay.pkl")
             torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                         "action_space": model.action_space.np_random.bit_generator.state}, state / "rng.pt")
             clock.saved(model.num_timesteps)
-        seconds, cpu_seconds = clock.seconds, clock.cpu_seconds
     returns = greedy_returns(env_id, lambda obs: model.predict(obs, deterministic=True)[0], episodes)
-    return model.num_timesteps, seconds, cpu_seconds, returns
+    return model.num_timesteps, clock.seconds, clock.cpu_seconds, returns
 
 
 def main():
