@@ -605,6 +605,8 @@ def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.p
     play one in a window."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"--episodes must be a whole number >= 1, got {episodes!r}.")
+    if gif is not None and Path(gif).suffix.lower() != ".gif":
+        raise ValueError(f"--gif must name a .gif file, got {gif}.")
     if show and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise ValueError("--show needs a display and none is set (no DISPLAY or WAYLAND_DISPLAY); write the episode "
                          "to a file with --gif FILE.gif instead.")
@@ -778,7 +780,8 @@ def main(argv=None):
                      show=args.show)
         else:
             plot(args.run_dirs, args.out, args.metric, args.window, args.spread)
-    except (ValueError, OSError) as error:  # OSError: a folder or file that cannot be written or read
+    except (ValueError, OSError, ImportError) as error:  # a folder or file that cannot be written or read; an
+        # env whose package is missing
         parser.exit(2, f"fastrl-lite: error: {error}\n")
 
 
