@@ -22,7 +22,7 @@ from gymnasium.error import DependencyNotInstalled
 from torch import nn
 
 from . import distributed
-from .core import check_seed, set_seed
+from .core import check_real, check_seed, set_seed
 from .envs import EVAL_EPISODE_CAP, GymDataPipe, check_env_id, make_vec_env
 from .learner import CheckpointError
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
@@ -133,7 +133,8 @@ def build_dqn(env_id: str, hp: Dict, steps: int, seed: int, loggers):
                       bs=_whole(hp, "batch_size", 1), max_sz=_whole(hp, "buffer_size", 1),
                       warmup=_whole(hp, "learning_starts", 0), train_every=train_every, updates=updates,
                       gamma=hp["gamma"], target_sync=sync, double=_flag(hp, "double_q"),
-                      clip_grad_norm=hp["max_grad_norm"], batches=1280, prioritized=_flag(hp, "prioritized"),
+                      clip_grad_norm=None if hp["max_grad_norm"] is None else _positive(hp, "max_grad_norm"),
+                      batches=1280, prioritized=_flag(hp, "prioritized"),
                       sail=_flag(hp, "sail"))
 
 
@@ -162,7 +163,8 @@ def build_ddpg(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     actor, critic = Actor(state_sz, action_sz, *hidden), Critic(state_sz, action_sz, *hidden)
     warmup = _learning_starts(hp)
     train_every, updates = collection(hp)
-    agent = DDPGAgent(actor, exploration=action_noise(hp["noise_type"], hp["noise_std"]), random_steps=warmup)
+    noise = action_noise(hp["noise_type"], check_real(hp["noise_std"], "noise_std", 0))
+    agent = DDPGAgent(actor, exploration=noise, random_steps=warmup)
     dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps, num_envs=hp["n_envs"])
     lr = _positive(hp, "learning_rate")
     return DDPGLearner(actor, critic, [dl], logger_bases=loggers, actor_lr=lr, critic_lr=lr, tau=hp["tau"],
@@ -182,7 +184,8 @@ def build_td3(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     actor, critics = Actor(state_sz, action_sz, *hidden), TwinCritic.of(state_sz, action_sz, *hidden)
     warmup = _learning_starts(hp)
     train_every, updates = collection(hp)
-    agent = TD3Agent(actor, noise_std=hp["noise_std"], random_steps=warmup, noise_type=hp["noise_type"])
+    agent = TD3Agent(actor, noise_std=check_real(hp["noise_std"], "noise_std", 0), random_steps=warmup,
+                     noise_type=hp["noise_type"])
     dl = GymDataPipe([env_id], agent=agent, seed=seed, n=steps, num_envs=hp["n_envs"])
     return TD3Learner(actor, critics, [dl], logger_bases=loggers, learning_rate=_positive(hp, "learning_rate"),
                       buffer_size=_whole(hp, "buffer_size", 1), learning_starts=warmup,
@@ -286,7 +289,8 @@ def plan_epochs(learner, steps: int, batches: Optional[int] = None):
                              "raise --steps, or lower n_steps or n_envs with --hp.")
         raise ValueError(f"--steps {steps} ends before the first gradient round (it needs max(learning_starts, "
                          f"batch_size) = {max(c.warmup, c.bs)} stored transitions, and rounds come in bursts every "
-                         f"{c.train_every} env steps): raise --steps, or lower learning_starts or batch_size with --hp.")
+                         f"{c.train_every} env steps): raise --steps, or lower learning_starts, batch_size or train_freq "
+                         "with --hp.")
     if batches is None:
         epochs = max(1, round(rounds / learner.batches))
         batches = math.ceil(rounds / epochs)
@@ -499,8 +503,8 @@ def _read_config(run_dir, what: str = "run folder") -> Dict:
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{config_path} is not valid JSON ({error}); fastrl-lite writes it, so a hand edit broke it.") \
-            from error
+        raise ValueError(f"{config_path} is not valid JSON ({error}); fastrl-lite writes it, so a hand edit "
+                         "broke it.") from error
     if not isinstance(config, dict) or config.get("algo") not in BUILDERS or not isinstance(config.get("hp"), dict):
         raise ValueError(f"{config_path} is not a run this fastrl-lite can rebuild: it needs an algo (one of "
                          f"{sorted(BUILDERS)}) and its hyper-parameters (hp).")
@@ -578,7 +582,6 @@ def _capped(env_id: str) -> str:
 
 def show_episode(learner, env_id: str, seed: int) -> float:
     "Play one greedy episode in a window (the env's `human` rendering); returns its return."
-    import gymnasium as gym
     import numpy as np
     from .core import evaluating
     from .loggers.video import _greedy_policy, _to_env_action, rendering_env

@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-from fastrl_lite import GymDataPipe, GymStepper, SimpleStep, evaluating, set_seed
+from fastrl_lite import GymDataPipe, GymStepper, set_seed
 from fastrl_lite.agents import ActionScaler
 from fastrl_lite.agents.policies import ActorCriticPolicy, ClipToBounds, PPOAgent
 from fastrl_lite.algos.ddpg import DDPGAgent, DDPGLearner

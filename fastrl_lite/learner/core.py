@@ -73,7 +73,8 @@ class Learner:
         self.models = model if isinstance(model, dict) else {"model": model}
         self.model = next(iter(self.models.values()))
         self.pipe, self.dls, self.batches = pipe, list(dls), batches
-        if isinstance(logger_bases, (str, bytes)) or (logger_bases is not None and not isinstance(logger_bases, Iterable)):
+        if isinstance(logger_bases, (str, bytes)) or (logger_bases is not None
+                                                       and not isinstance(logger_bases, Iterable)):
             raise ValueError(f"logger_bases must be a list of loggers (e.g. [CSVLogger('metrics.csv')]), got "
                              f"{logger_bases!r}.")
         self.loggers = list(logger_bases or [])
@@ -488,8 +489,8 @@ class Learner:
             raise CheckpointError(f"{path} was written for envs {saved['env_ids']}; this learner steps {mine['env_ids']}.")
         if saved.get("spaces") is not None and saved["spaces"] != mine["spaces"]:
             (obs, act), (my_obs, my_act) = saved["spaces"], mine["spaces"]
-            raise CheckpointError(f"{path} was written for an env that observes {obs} and acts in {act}; this learner's "
-                                  f"env observes {my_obs} and acts in {my_act}. Build the learner on the env the "
+            raise CheckpointError(f"{path} was written for an env that observes {obs} and acts in {act}; this "
+                                  f"learner's env observes {my_obs} and acts in {my_act}. Build the learner on the env the "
                                   "checkpoint's run trained on.")
         if saved["stages"] != mine["stages"]:
             theirs, ours = saved["stages"], mine["stages"]

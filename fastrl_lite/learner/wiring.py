@@ -94,8 +94,8 @@ def check_actor_kind(actor: nn.Module, algo: str, stochastic: bool):
                          "no sample method; build it as SquashedGaussianActor(state_sz, action_sz) (or "
                          "SquashedGSDEActor).")
     if not stochastic and samples:
-        raise ValueError(f"{algo} trains a deterministic actor, μ(s) → action, but {type(actor).__name__} samples its "
-                         "actions, as SAC's does; build it as Actor(state_sz, action_sz), or train it with SACLearner.")
+        raise ValueError(f"{algo} trains a deterministic actor, μ(s) → action, but {type(actor).__name__} samples "
+                         "its actions, as SAC's does; build it as Actor(state_sz, action_sz), or train it with SACLearner.")
 
 
 def make_optimizer(opt: Type[torch.optim.Optimizer], params, lr: float, name: str = "lr") -> torch.optim.Optimizer:
