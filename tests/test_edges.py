@@ -368,7 +368,7 @@ def test_ppo_settings_of_the_wrong_kind_are_refused():
     dl = PPODataPipe("CartPole-v1", policy, n_envs=2, seed=0)
     for kwargs, match in [(dict(normalize_advantage="no"), "normalize_advantage must be True or False"),
                           (dict(n_steps=32.5), "n_steps must be a whole number"),
-                          (dict(max_grad_norm=float("nan")), "max_grad_norm must be a finite number"),
+                          (dict(max_grad_norm=float("nan")), "max_grad_norm must be > 0 and finite"),
                           (dict(target_kl=True), "target_kl must be a number > 0")]:
         with pytest.raises(ValueError, match=match):
             PPOLearner(policy, [dl], **{"n_steps": 32, "batch_size": 16, **kwargs})

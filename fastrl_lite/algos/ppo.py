@@ -27,7 +27,7 @@ import torch
 
 from .. import distributed
 from ..agents.policies import ActorCriticPolicy, PPOAgent
-from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
+from ..core import SimpleStep, TrainBatch, check_device, check_whole
 from ..envs import GymStepper, make_vec_env
 from ..envs.normalize import NormalizeObservation, NormalizeReward, ObservationNormalizer
 from ..learner import Learner, LossCollector, Update
@@ -258,8 +258,9 @@ def PPOLearner(policy: ActorCriticPolicy, dls: Sequence, logger_bases=None, lear
         raise ValueError("A schedule (linear_schedule) runs over total_timesteps env steps: give total_timesteps.")
     _check_schedule("learning_rate", learning_rate)
     _check_loss_settings(clip_range, clip_range_vf, ent_coef, vf_coef, normalize_advantage, target_kl)
-    if max_grad_norm is not None:
-        max_grad_norm = check_real(max_grad_norm, "max_grad_norm", 0, low_open=True, hint="None does not clip.")
+    if max_grad_norm is not None and (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, numbers.Real)
+                                      or not 0 < max_grad_norm < math.inf):
+        raise ValueError(f"max_grad_norm must be > 0 and finite, or None not to clip; got {max_grad_norm!r}.")
     rounds_per_rollout = n_epochs * rollout_size // batch_size
     batches = rounds_per_rollout if batches is None else check_whole(batches, "batches")
     device = check_device(device)
