@@ -333,6 +333,17 @@ def test_td3_settings_of_the_wrong_kind_are_refused(kwargs, match):
         TD3Learner(*td3_parts(), **kwargs)
 
 
+def test_gradient_steps_minus_one_is_sb3s_one_round_per_env_step_collected():
+    learner = TD3Learner(*td3_parts(), train_freq=4, gradient_steps=-1)
+    assert (learner.collector.train_every, learner.collector.updates) == (4, 4)
+    actor = SquashedGaussianActor(3, 1, (8, 8))
+    dl = GymDataPipe(["Pendulum-v1"], agent=SACAgent(actor), seed=0)
+    learner = SACLearner(actor, TwinCritic.of(3, 1, 8, 8), [dl], train_freq=8, gradient_steps=-1)
+    assert learner.collector.updates == 8
+    with pytest.raises(ValueError, match="gradient_steps must be a whole number >= 1, got -2"):
+        TD3Learner(*td3_parts(), gradient_steps=-2)
+
+
 def test_actors_of_the_other_kind_are_refused():
     with pytest.raises(ValueError, match="TD3Learner trains a deterministic actor.*SACLearner"):
         TD3Learner(*td3_parts(SquashedGaussianActor(3, 1, (8, 8))))

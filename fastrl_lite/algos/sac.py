@@ -286,7 +286,7 @@ def SACLearner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     `SquashedGaussianActor`); `critics` is a `TwinCritic` or a pair of critics. The names and
     defaults are Stable-Baselines3's: `learning_rate` for the critics, the actor and α,
     `buffer_size`, `learning_starts` transitions before the first round, `train_freq` env steps →
-    `gradient_steps` rounds, `ent_coef` ('auto', 'auto_<start>' or a fixed number > 0),
+    `gradient_steps` rounds (-1: `train_freq` rounds), `ent_coef` ('auto', 'auto_<start>' or a fixed number > 0),
     `target_entropy` ('auto' is -|A|), `target_update_interval` rounds between Polyak updates.
     `nsteps` and `gamma` must match the n-step merging of `dls[0]`; an epoch is `batches` gradient
     rounds. The learner's models are the actor, the critics and the entropy coefficient (log α), so
@@ -298,7 +298,9 @@ def SACLearner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     gamma = check_gamma(gamma, "SACLearner")
     tau = check_real(tau, "tau", 0, 1, low_open=True, hint="1 is a hard copy; 0.005 is SAC's.")
     target_update_interval = check_whole(target_update_interval, "target_update_interval")
-    train_freq, gradient_steps = check_whole(train_freq, "train_freq"), check_whole(gradient_steps, "gradient_steps")
+    train_freq = check_whole(train_freq, "train_freq")
+    # SB3's gradient_steps=-1: as many rounds as env steps collected in a burst
+    gradient_steps = train_freq if gradient_steps == -1 else check_whole(gradient_steps, "gradient_steps")
     buffer_size, batch_size = check_whole(buffer_size, "buffer_size"), check_whole(batch_size, "batch_size")
     learning_starts, batches = check_whole(learning_starts, "learning_starts", 0), check_whole(batches, "batches")
     device = check_device(device)

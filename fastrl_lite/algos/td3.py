@@ -126,7 +126,7 @@ def TD3Learner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     """TD3 on the env pipeline `dls[0]`, whose agent runs `actor` (`TD3Agent(actor)`); `critics` is a
     `TwinCritic` or a pair of critics. The names and defaults are Stable-Baselines3's
     (`learning_rate` for both optimizers, `buffer_size`, `learning_starts` transitions before the
-    first round, `train_freq` env steps → `gradient_steps` rounds, `policy_delay`,
+    first round, `train_freq` env steps → `gradient_steps` rounds (-1: `train_freq` rounds), `policy_delay`,
     `target_policy_noise`, `target_noise_clip`). `nsteps` and `gamma` must match the n-step merging
     of `dls[0]`; an epoch is `batches` gradient rounds."""
     if not isinstance(critics, TwinCritic):
@@ -137,7 +137,9 @@ def TD3Learner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     policy_delay = check_whole(policy_delay, "policy_delay")
     buffer_size, batch_size = check_whole(buffer_size, "buffer_size"), check_whole(batch_size, "batch_size")
     learning_starts, batches = check_whole(learning_starts, "learning_starts", 0), check_whole(batches, "batches")
-    train_freq, gradient_steps = check_whole(train_freq, "train_freq"), check_whole(gradient_steps, "gradient_steps")
+    train_freq = check_whole(train_freq, "train_freq")
+    # SB3's gradient_steps=-1: as many rounds as env steps collected in a burst
+    gradient_steps = train_freq if gradient_steps == -1 else check_whole(gradient_steps, "gradient_steps")
     tau = check_real(tau, "tau", 0, 1, low_open=True, hint="1 is a hard copy; 0.005 is TD3's.")
     device = check_device(device)
     stepper, nstepper = env_pipeline(dls, "TD3Learner", "TD3Agent(actor)")
