@@ -409,6 +409,9 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
             loggers.append(TensorBoardLogger(out / "tb"))
         except ImportError as error:
             raise ValueError(str(error)) from error
+    if eval_every is not None and eval_every > steps:
+        raise ValueError(f"--eval-every {eval_every} is more than the run's {steps} env steps, so no evaluation would "
+                         f"run and no best_model.pt be kept; give --eval-every {steps} or less.")
     rank_steps = math.ceil(steps / world)  # each rank's share of the env steps
     learner = _build(algo, env_id, {**used, "n_timesteps": rank_steps} if world > 1 else used, rank_steps, seed,
                      loggers)
@@ -443,7 +446,8 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         print(f"Resuming {out} at epoch {learner.epoch}, env step {done}")
     print(f"{epochs} epoch{'s' if epochs > 1 else ''} of {batches} gradient rounds"
           + (f" (the last one {last})" if last != batches else "") + f" over {steps} env steps")
-    evaluating = eval_every if main_rank else None  # rank 0 evaluates during training, for every rank
+    # rank 0 evaluates during training, for every rank: every eval_every env steps of all ranks together
+    evaluating = math.ceil(eval_every / world) if main_rank and eval_every is not None else None
     fit = dict(checkpoint_every=1, checkpoint_path=checkpoint, eval_every=evaluating,
                eval_episodes=eval_episodes, best_model_path=out / "best_model.pt" if evaluating else None)
     learner.loggers.insert(0, EpochPlan(epochs, batches, last))
@@ -617,7 +621,7 @@ def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.p
     from fastprogress.fastprogress import progress_bar
     bars = progress if progress is not None else sys.stdout.isatty()
     returns = []
-    for i in progress_bar(range(episodes), display=bars):
+    for i in (progress_bar(range(episodes)) if bars else range(episodes)):  # fastprogress draws even with display=False
         returns.append(learner.validate(1, seed=seed + i)["returns"][0])
         if not bars:
             print(f"episode {i + 1}/{episodes}: return {returns[-1]:.1f}", flush=True)
@@ -737,7 +741,7 @@ def main(argv=None):
     t.add_argument("--num-envs", type=int, default=None, help="envs stepped side by side (same as --hp n_envs=N)")
     t.add_argument("--sail", action="store_true", help="dqn: SAIL-DQN's self-imitation bonus (same as --hp sail=true)")
     t.add_argument("--eval-every", type=int, default=None, metavar="STEPS",
-                   help="evaluate greedily every STEPS env steps on a separate env; keep best_model.pt")
+                   help="evaluate greedily every STEPS env steps (of all ranks) on a separate env; keep best_model.pt")
     t.add_argument("--eval-episodes", type=int, default=None,
                    help="greedy episodes per evaluation (default 10; a resumed run keeps its own)")
     t.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tb for TensorBoard")

@@ -152,6 +152,37 @@ def test_ctrl_c_stops_at_the_current_round_saves_and_stays_usable(tmp_path, caps
     assert signal.getsignal(signal.SIGINT) is before
 
 
+class Ticking(InterruptAt):
+    "A clock that advances one second per gradient round, so an epoch's seconds are its rounds."
+
+    def __init__(self, source, at, clock):
+        super().__init__(source, at)
+        self.clock = clock
+
+    def next(self):
+        self.clock[0] += 1.0
+        return super().next()
+
+
+def test_an_interrupted_epoch_gives_one_row_for_the_whole_epoch(tmp_path, monkeypatch):
+    "Its rate counts the env steps and seconds before the Ctrl-C too, in this process and after a load."
+    import time
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    learner = build()
+    learner.pipe = Ticking(learner.pipe, at=75, clock=clock)  # 15 rounds into the second epoch of 60
+    learner.fit(3, checkpoint_every=1, checkpoint_path=tmp_path / "c.pt")
+    assert learner.interrupted and learner.epoch == 1
+    restored = build(seed=2)
+    restored.pipe = Ticking(restored.pipe, at=0, clock=clock)
+    restored.load(tmp_path / "c.pt")
+    for run in (learner, restored):
+        run.fit(1)
+        first, second = run.history
+        assert second["epoch"] == 2 and second["batch"] - first["batch"] == 75  # 15 rounds, then a whole epoch's
+        assert second["steps_per_s"] == (second["env_steps"] - first["env_steps"]) / 75
+
+
 def test_checkpoint_every_writes_during_fit(tmp_path):
     learner = build()
     learner.fit(2, checkpoint_every=1, checkpoint_path=tmp_path / "c.pt")

@@ -55,6 +55,7 @@ def refused(tmp_path, *args, message, algo="dqn"):
     (["--threads", "-1"], "--threads must be a whole number >= 1, got -1"),
     (["--eval-episodes", "0"], "--eval-episodes must be a whole number >= 1, got 0"),
     (["--eval-every", "0"], "--eval-every must be a whole number >= 1, got 0"),
+    (["--eval-every", "60000"], "--eval-every 60000 is more than the run's 50000 env steps"),
     (["--env", "Pendulum-v1"], "discrete action space"),
     (["--env", "CartPol-v1"], "Did you mean 'CartPole-v1'"),
     (["--steps", "500"], "--steps 500 ends before the first gradient round"),

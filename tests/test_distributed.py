@@ -169,8 +169,8 @@ def test_ranks_wait_to_leave_while_rank_0_works_on_past_the_collective_timeout(t
 def test_fastrl_lite_train_nproc_2_rank_0_alone_writes_and_reports(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "fastrl_lite", "train", "dqn", "--steps", "4000", "--eval-episodes", "2"]
-    proc = subprocess.run([*command, "--out", str(out), "--nproc", "2"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run([*command, "--out", str(out), "--nproc", "2", "--eval-every", "2000"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     said = proc.stdout + proc.stderr
     assert proc.returncode == 0, said
     assert said.count("rolling_reward") == 1 and said.count("Greedy evaluation") == 1  # one table, one report
@@ -184,6 +184,8 @@ def test_fastrl_lite_train_nproc_2_rank_0_alone_writes_and_reports(tmp_path):
     evaluation = json.loads((out / "eval.json").read_text())
     assert evaluation["env_steps"] == 4000  # --steps counts both ranks' env steps: 2000 each
     assert '"nproc": 2' in (out / "config.json").read_text()
+    # --eval-every counts both ranks' env steps too: rank 0 evaluates after 1000 of its own
+    assert (out / "best_model.pt").exists() and rows[-1].split(",")[rows[0].split(",").index("eval_mean")] != "nan"
     # a 2-rank run resumed on one process is refused, and its folder is left as it was
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     proc = subprocess.run([*command, "--resume", str(out)], capture_output=True, text=True, timeout=300)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import pickle
 import warnings
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
@@ -230,10 +230,14 @@ class GymStepper(Pipe):
             raise StopIteration
         return self.step()
 
+    @staticmethod
+    def _bad_envs(values: np.ndarray) -> List[int]:
+        "The envs whose row of `values` holds a NaN/inf."
+        return np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(1)).tolist()
+
     def _not_finite(self, what: str, values: np.ndarray, where: str = ""):
-        bad = np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(1)).tolist()
         raise FloatingPointError(f"GymStepper: the env returned a NaN/inf {what} at env step {self.env_steps} "
-                                 f"(envs {bad}{where}). Fix or wrap the env; GymStepper(check_finite=False) turns "
+                                 f"(envs {self._bad_envs(values)}{where}). Fix or wrap the env; GymStepper(check_finite=False) turns "
                                  "this check off.")
 
     def step(self) -> SimpleStep:
@@ -243,9 +247,8 @@ class GymStepper(Pipe):
         action, extras = self._actions()
         env_action = (action if self.to_env is None else self.to_env(action)).numpy()
         if self.check_finite and env_action.dtype.kind == "f" and not np.isfinite(env_action).all():
-            bad = np.flatnonzero(~np.isfinite(env_action).reshape(len(env_action), -1).all(1)).tolist()
             raise FloatingPointError(f"GymStepper: the agent chose a NaN/inf action at env step {self.env_steps} "
-                                     f"(envs {bad}): its network has diverged (its weights or its input hold "
+                                     f"(envs {self._bad_envs(env_action)}): its network has diverged (its weights or its input hold "
                                      "NaN/inf). Lower the learning rate or clip gradients, and check the observations "
                                      "and rewards; GymStepper(check_finite=False) turns this check off.")
         if self._action_start:

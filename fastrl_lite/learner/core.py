@@ -94,6 +94,8 @@ class Learner:
         self.history: List[Dict[str, float]] = []
         self.interrupted = False
         self._ranks_seeded = False
+        # an interrupted epoch's env step at its start and its seconds so far, for the row that ends it
+        self._unfinished: Optional[Dict[str, float]] = None
         # during-training evaluation: latest mean and std, best mean, env step of the next one
         self.evaluation: Dict[str, float] = {}
 
@@ -151,7 +153,10 @@ class Learner:
         previous_handler = self._catch_interrupt(ranks)
         try:
             for _ in self._iterate(range(epochs), "wrap_epochs", loggers):
-                start_time, start_steps = time.perf_counter(), self.env_steps
+                start_time, start_steps, spent = time.perf_counter(), self.env_steps, 0.0
+                if self._unfinished is not None:  # the rest of an interrupted epoch: its row covers the whole epoch
+                    start_steps, spent = self._unfinished["env_steps"], self._unfinished["seconds"]
+                    self._unfinished = None
                 exhausted = False
                 for _ in self._iterate(range(self.batches), "wrap_batches", loggers):
                     try:
@@ -165,9 +170,12 @@ class Learner:
                     if self.interrupted or (ranks and distributed.stop_agreed()):
                         self.interrupted = True
                         break
-                if not self.interrupted:
+                seconds = spent + time.perf_counter() - start_time
+                if self.interrupted:
+                    self._unfinished = {"env_steps": start_steps, "seconds": seconds}
+                else:
                     self.epoch += 1
-                    row = self._epoch_row(time.perf_counter() - start_time, self.env_steps - start_steps)
+                    row = self._epoch_row(seconds, self.env_steps - start_steps)
                     rows.append(row)
                     for logger in loggers:
                         logger.after_epoch(self, row)
@@ -370,6 +378,7 @@ class Learner:
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                 "epoch": self.epoch, "batch": self.batch, "history": self.history, "evaluation": self.evaluation,
+                "unfinished_epoch": self._unfinished,
                 "records": {"series": {k: v.values().cpu() for k, v in self.records.series.items()},
                             "lists": self.records.lists, "marks": self.records._marks}}
 
@@ -473,6 +482,7 @@ class Learner:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.epoch, self.batch, self.history = state["epoch"], state["batch"], list(state["history"])
         self.evaluation = dict(state.get("evaluation", {}))
+        self._unfinished = state.get("unfinished_epoch")
         self.records.clear()
         for name, values in state["records"]["series"].items():
             for value in values:
