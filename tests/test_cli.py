@@ -236,6 +236,7 @@ def test_an_env_with_discrete_observations_trains_on_their_one_hot_vectors(tmp_p
     assert (out / "episode.gif").read_bytes()[:3] == b"GIF"
     done = cli("eval", out, "--episodes", 2)
     assert "over 2 greedy episodes" in done.stdout
+    assert "\nepisode 1/2: return" in done.stdout and "█" not in done.stdout  # no bar drawn into a pipe
 
 
 def test_an_env_without_a_time_limit_is_evaluated_on_capped_episodes(tmp_path):
