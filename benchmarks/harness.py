@@ -40,15 +40,18 @@ def emit_run(result: dict, **tags):
 
 def build_learner(algo: str, env_id: str, steps: int, seed: int):
     """The learner `fastrl-lite train ALGO --env ENV --preset zoo --steps STEPS --seed SEED` trains
-    (rl-zoo's settings, which the peers run too), and the epochs that cover its `steps` env steps."""
-    from fastrl_lite.cli import BUILDERS, plan_epochs
+    (rl-zoo's settings, which the peers run too), and the epochs that cover its `steps` env steps:
+    as on the command line, the last epoch ends with one more pull that runs the env steps left
+    after the last burst of gradient rounds, so `fit(epochs)` runs all `steps`."""
+    from fastrl_lite.cli import BUILDERS, EpochPlan, plan_epochs
     from fastrl_lite.core import set_seed
     from fastrl_lite.presets import resolve
     hp, _ = resolve(algo, env_id, "zoo")
     hp["n_timesteps"] = steps
     set_seed(seed)
     learner = BUILDERS[algo](env_id, hp, steps, seed, [])
-    epochs, learner.batches, _ = plan_epochs(learner, steps)
+    epochs, learner.batches, last = plan_epochs(learner, steps)
+    learner.loggers.insert(0, EpochPlan(epochs, learner.batches, last))
     return learner, epochs
 
 

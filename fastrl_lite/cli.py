@@ -22,7 +22,7 @@ from gymnasium.error import DependencyNotInstalled
 from torch import nn
 
 from . import distributed
-from .core import check_real, check_seed, set_seed
+from .core import check_real, check_seed, check_whole, set_seed
 from .envs import EVAL_EPISODE_CAP, GymDataPipe, check_env_id, make_vec_env
 from .learner import CheckpointError
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
@@ -31,22 +31,12 @@ from .presets import DEFAULTS, parse_overrides, resolve
 
 
 # ---------------------------------------------------------------- settings in other libraries' units
-def _whole(hp: Dict, key: str, low: int):
-    value = hp[key]
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-        raise ValueError(f"{key} must be a whole number, got {value!r}.")
-    if value < low:
-        raise ValueError(f"{key} must be >= {low}, got {value}.")
-    return int(value)
+def _whole(hp: Dict, key: str, low: int) -> int:
+    return check_whole(hp[key], key, low)
 
 
 def _positive(hp: Dict, key: str, high: Optional[float] = None) -> float:
-    value = hp[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 \
-            or (high is not None and value > high):
-        bound = f"in (0, {high}]" if high is not None else "> 0"
-        raise ValueError(f"{key} must be a number {bound}, got {value!r}.")
-    return float(value)
+    return check_real(hp[key], key, 0, high, low_open=True)
 
 
 def collection(hp: Dict):
