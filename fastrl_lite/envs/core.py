@@ -237,8 +237,8 @@ class GymStepper(Pipe):
 
     def _not_finite(self, what: str, values: np.ndarray, where: str = ""):
         raise FloatingPointError(f"GymStepper: the env returned a NaN/inf {what} at env step {self.env_steps} "
-                                 f"(envs {self._bad_envs(values)}{where}). Fix or wrap the env; GymStepper(check_finite=False) turns "
-                                 "this check off.")
+                                 f"(envs {self._bad_envs(values)}{where}). Fix or wrap the env; "
+                                 "GymStepper(check_finite=False) turns this check off.")
 
     def step(self) -> SimpleStep:
         "One vector step, whatever the cap `n` says (validation runs its own budget)."
@@ -248,9 +248,10 @@ class GymStepper(Pipe):
         env_action = (action if self.to_env is None else self.to_env(action)).numpy()
         if self.check_finite and env_action.dtype.kind == "f" and not np.isfinite(env_action).all():
             raise FloatingPointError(f"GymStepper: the agent chose a NaN/inf action at env step {self.env_steps} "
-                                     f"(envs {self._bad_envs(env_action)}): its network has diverged (its weights or its input hold "
-                                     "NaN/inf). Lower the learning rate or clip gradients, and check the observations "
-                                     "and rewards; GymStepper(check_finite=False) turns this check off.")
+                                     f"(envs {self._bad_envs(env_action)}): its network has diverged (its weights or "
+                                     "its input hold NaN/inf). Lower the learning rate or clip gradients, and check "
+                                     "the observations and rewards; GymStepper(check_finite=False) turns this check "
+                                     "off.")
         if self._action_start:
             env_action = env_action + self._action_start
         obs, reward, terminated, truncated, info = self.env.step(env_action)
