@@ -388,6 +388,9 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         if out is not None and distributed.on_main(Path(out).exists) and not distributed.on_main(Path(out).is_dir):
             raise ValueError(f"--out {out} is a file; name a folder for the run.")
         out = Path(out) if out is not None else distributed.on_main(_default_out, algo, env_id, seed)
+    if eval_every is not None and eval_every > steps:
+        raise ValueError(f"--eval-every {eval_every} is more than the run's {steps} env steps, so no evaluation would "
+                         f"run and no best_model.pt be kept; give --eval-every {steps} or less.")
     threads = threads or DEFAULT_THREADS.get(algo, 1)
     torch.set_num_threads(threads)
     print(said)
@@ -399,9 +402,6 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
             loggers.append(TensorBoardLogger(out / "tb"))
         except ImportError as error:
             raise ValueError(str(error)) from error
-    if eval_every is not None and eval_every > steps:
-        raise ValueError(f"--eval-every {eval_every} is more than the run's {steps} env steps, so no evaluation would "
-                         f"run and no best_model.pt be kept; give --eval-every {steps} or less.")
     rank_steps = math.ceil(steps / world)  # each rank's share of the env steps
     learner = _build(algo, env_id, {**used, "n_timesteps": rank_steps} if world > 1 else used, rank_steps, seed,
                      loggers)

@@ -36,8 +36,8 @@ from torch import Tensor, nn
 from ..agents import ActionScaler, AgentBase, AgentHead, StepFieldSelector, check_continuous
 from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole, register_field
 from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
-from ..learner.wiring import (check_actor_critic_sizes, check_actor_kind, check_agent, check_bootstrap,
-                              check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
+from ..learner.wiring import (burst_rounds, check_actor_critic_sizes, check_actor_kind, check_agent,
+                              check_bootstrap, check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import SquashedGaussianActor, SquashedGSDEActor, TwinCritic
 from ..pipes import Pipe, find_pipe, pipe_to_device
@@ -298,9 +298,7 @@ def SACLearner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     gamma = check_gamma(gamma, "SACLearner")
     tau = check_real(tau, "tau", 0, 1, low_open=True, hint="1 is a hard copy; 0.005 is SAC's.")
     target_update_interval = check_whole(target_update_interval, "target_update_interval")
-    train_freq = check_whole(train_freq, "train_freq")
-    # SB3's gradient_steps=-1: as many rounds as env steps collected in a burst
-    gradient_steps = train_freq if gradient_steps == -1 else check_whole(gradient_steps, "gradient_steps")
+    train_freq, gradient_steps = burst_rounds(train_freq, gradient_steps)
     buffer_size, batch_size = check_whole(buffer_size, "buffer_size"), check_whole(batch_size, "batch_size")
     learning_starts, batches = check_whole(learning_starts, "learning_starts", 0), check_whole(batches, "batches")
     device = check_device(device)

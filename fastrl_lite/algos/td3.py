@@ -31,8 +31,8 @@ from ..agents import AgentHead, DeterministicAgent, action_noise, check_continuo
 from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
 from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
 from ..learner.actor_critic import ActorLossProcessor
-from ..learner.wiring import (check_actor_critic_sizes, check_actor_kind, check_agent, check_bootstrap,
-                              check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
+from ..learner.wiring import (burst_rounds, check_actor_critic_sizes, check_actor_kind, check_agent,
+                              check_bootstrap, check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import TwinCritic
 from ..pipes import Pipe, pipe_to_device
@@ -137,9 +137,7 @@ def TD3Learner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     policy_delay = check_whole(policy_delay, "policy_delay")
     buffer_size, batch_size = check_whole(buffer_size, "buffer_size"), check_whole(batch_size, "batch_size")
     learning_starts, batches = check_whole(learning_starts, "learning_starts", 0), check_whole(batches, "batches")
-    train_freq = check_whole(train_freq, "train_freq")
-    # SB3's gradient_steps=-1: as many rounds as env steps collected in a burst
-    gradient_steps = train_freq if gradient_steps == -1 else check_whole(gradient_steps, "gradient_steps")
+    train_freq, gradient_steps = burst_rounds(train_freq, gradient_steps)
     tau = check_real(tau, "tau", 0, 1, low_open=True, hint="1 is a hard copy; 0.005 is TD3's.")
     device = check_device(device)
     stepper, nstepper = env_pipeline(dls, "TD3Learner", "TD3Agent(actor)")

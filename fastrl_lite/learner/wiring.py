@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from ..agents import ActionScaler, check_continuous
+from ..core import check_whole
 from ..envs import GymStepper, NStepper
 from ..nets import check_state_size
 from ..pipes import find_pipe
 
 __all__ = ["env_pipeline", "check_gamma", "check_bootstrap", "check_agent", "check_bounded_actions",
-           "check_actor_critic_sizes", "check_actor_kind", "make_optimizer"]
+           "check_actor_critic_sizes", "check_actor_kind", "burst_rounds", "make_optimizer"]
 
 
 def env_pipeline(dls, algo: str, agent_hint: str) -> Tuple[GymStepper, Optional[NStepper]]:
@@ -96,6 +97,13 @@ def check_actor_kind(actor: nn.Module, algo: str, stochastic: bool):
     if not stochastic and samples:
         raise ValueError(f"{algo} trains a deterministic actor, μ(s) → action, but {type(actor).__name__} samples "
                          "its actions, as SAC's does; build it as Actor(state_sz, action_sz), or train it with SACLearner.")
+
+
+def burst_rounds(train_freq, gradient_steps) -> Tuple[int, int]:
+    """SB3's `train_freq` env steps between bursts and `gradient_steps` rounds per burst, checked;
+    `gradient_steps=-1` is as many rounds as env steps collected in a burst."""
+    train_freq = check_whole(train_freq, "train_freq")
+    return train_freq, train_freq if gradient_steps == -1 else check_whole(gradient_steps, "gradient_steps")
 
 
 def make_optimizer(opt: Type[torch.optim.Optimizer], params, lr: float, name: str = "lr") -> torch.optim.Optimizer:
