@@ -272,6 +272,13 @@ def check_whole(value, name: str, least: int = 1) -> int:
     return int(value)
 
 
+def check_flag(value, name: str) -> bool:
+    "`value` as a bool, if it is True or False; anything else (a string such as 'no', a number) raises."
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
 def check_real(value, name: str, low: Optional[float] = None, high: Optional[float] = None,
                low_open: bool = False, high_open: bool = False, hint: str = "") -> float:
     """`value` as a float, if it is a finite number within [low, high] (an open end where

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
+from .core import check_flag, check_whole
+
 __all__ = ["DQN", "DuelingHead", "init_xavier_uniform_weights", "init_uniform_weights", "init_kaiming_normal_weights",
            "ddpg_conv2d_block", "Critic", "Actor", "check_state_size", "TwinCritic", "SquashedGaussianActor",
            "SquashedGSDEActor",
@@ -77,8 +79,10 @@ class DuelingHead(nn.Module):
 
 def mlp_body(in_sz: int, hidden: Sequence[int], activation_fn: Type[nn.Module] = nn.ReLU) -> Tuple[nn.Sequential, int]:
     "Linear + activation for each size in `hidden`, and the width of its output."
-    layers, width = [], in_sz
+    layers, width = [], check_whole(in_sz, "state_sz")
+    hidden = [hidden] if isinstance(hidden, int) else list(hidden)
     for h in hidden:
+        h = check_whole(h, f"Each hidden layer's width (hidden={hidden})")
         layers += [nn.Linear(width, h), activation_fn()]
         width = h
     return nn.Sequential(*layers), width
@@ -90,12 +94,10 @@ class DQN(nn.Module):
     def __init__(self, state_sz: int, action_sz: int, hidden: Sequence[int] = (256, 256),
                  activation_fn: Type[nn.Module] = nn.ReLU, dueling: bool = False):
         super().__init__()
-        if state_sz < 1 or action_sz < 1:
-            raise ValueError(f"DQN needs state_sz >= 1 and action_sz >= 1, got {state_sz} and {action_sz}.")
+        state_sz, action_sz = check_whole(state_sz, "DQN's state_sz"), check_whole(action_sz, "DQN's action_sz")
         self.state_sz, self.action_sz = state_sz, action_sz
-        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         self.body, width = mlp_body(state_sz, hidden, activation_fn)
-        self.dueling = dueling
+        self.dueling = check_flag(dueling, "dueling")
         self.head = DuelingHead(width, action_sz) if dueling else nn.Linear(width, action_sz)
         self._parts = (self.body, self.head)  # plain tuples: the modules stay registered once, above
         self._watched = watched(self._parts)
@@ -170,7 +172,7 @@ def ddpg_conv2d_block(state_sz: Tuple[int, int, int], filters: int = 32, activat
     return block.train(), int(n_features)
 
 
-def _as_float(state: Tensor) -> Tensor:
+def as_float(state: Tensor) -> Tensor:
     "Pixel observations are stored as uint8 (4x less replay memory); the networks see floats."
     return state if state.is_floating_point() else state.float()
 
@@ -208,7 +210,7 @@ class Critic(nn.Module):
 
     def forward(self, state: Tensor, action: Tensor) -> Tensor:
         if self.conv_block is not None:
-            return self.head(self.layer2(torch.cat((self.layer1(self.conv_block(_as_float(state))), action), -1)))
+            return self.head(self.layer2(torch.cat((self.layer1(self.conv_block(as_float(state))), action), -1)))
         if _hooked(self._watched):
             return self.head(self.layer2(self.layer1(torch.cat((self.input_norm(state), action), -1))))
         return _direct(self._parts, torch.cat((self.input_norm.forward(state), action), -1))
@@ -239,7 +241,7 @@ class Actor(nn.Module):
 
     def forward(self, state: Tensor) -> Tensor:
         if self.conv_block is not None:
-            state = self.conv_block(_as_float(state))
+            state = self.conv_block(as_float(state))
         return torch.tanh(through(self._parts, state, self._watched))
 
 
@@ -291,7 +293,7 @@ class TwinCritic(nn.Module):
             raise ValueError("TwinCritic needs two separate critics; build a second one (they must not share weights).")
         sizes = {(getattr(q, "state_sz", None), getattr(q, "action_sz", None)) for q in (q1, q2)}
         if len(sizes) != 1:
-            raise ValueError(f"The two critics take inputs of different sizes (state_sz, action_sz): {sorted(sizes)}.")
+            raise ValueError(f"The two critics take inputs of different sizes (state_sz, action_sz): {sorted(sizes, key=str)}.")
         self.q1, self.q2 = q1, q2
         self.state_sz, self.action_sz = next(iter(sizes))
 

@@ -376,7 +376,7 @@ def test_discrete_action_space_is_refused():
 
 def test_infinite_bounds_are_refused():
     space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-    with pytest.raises(ValueError, match="finite action bounds.*ClipAction"):
+    with pytest.raises(ValueError, match="finite action bounds.*TransformAction"):
         check_continuous(space)
     with pytest.raises(ValueError, match="finite action bounds"):
         DDPGAgent(Actor(3, 1), action_space=space)

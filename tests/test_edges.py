@@ -383,3 +383,183 @@ def test_ppo_settings_of_the_wrong_kind_are_refused():
                           (dict(target_kl=True), "target_kl must be a number > 0")]:
         with pytest.raises(ValueError, match=match):
             PPOLearner(policy, [dl], **{"n_steps": 32, "batch_size": 16, **kwargs})
+
+
+# stages and agents built by hand ----------------------------------------------------------------------
+
+def test_hand_built_stages_refuse_impossible_settings():
+    from fastrl_lite.algos.dqn import DoubleQTarget, QTarget, SAILTarget
+    from fastrl_lite.learner import TargetModelUpdater
+    model = DQN(4, 2)
+    for gamma in (1.5, float("nan"), -1, "0.9"):
+        for make in (lambda: QTarget(None, model, gamma=gamma), lambda: DoubleQTarget(None, model, model, gamma=gamma),
+                     lambda: SAILTarget(None, model, gamma=gamma)):
+            with pytest.raises(ValueError, match="the discount must lie in"):
+                make()
+    for sync in (float("nan"), 2.5, 0, "10"):
+        with pytest.raises(ValueError, match="target_sync must be a whole number >= 1"):
+            TargetModelUpdater(None, model, target_sync=sync)
+    for max_steps in (float("nan"), 0, 2.5):
+        with pytest.raises(ValueError, match="max_steps must be a whole number >= 1"):
+            DQNAgent(model, max_steps=max_steps)
+    with pytest.raises(ValueError, match="min_epsilon must be a finite number"):
+        DQNAgent(model, min_epsilon=float("nan"))
+
+
+def test_a_vector_env_that_autoresets_on_the_next_step_is_refused_up_front():
+    model = DQN(4, 2)
+    for env in (gym.make_vec("CartPole-v1", num_envs=2),
+                gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")], autoreset_mode=AutoresetMode.DISABLED)):
+        with pytest.raises(ValueError, match="SAME_STEP mode.*make_vec_env"):
+            GymStepper(env, DQNAgent(model), seed=0)
+    with pytest.raises(ValueError, match="GymStepper steps a vector env, got TimeLimit"):
+        GymStepper(gym.make("CartPole-v1"), DQNAgent(model))
+
+
+@pytest.mark.parametrize("make", [lambda env: GymDataPipe([env]), lambda env: GymDataPipe(env),
+                                  lambda env: make_vec_env(env), lambda env: GymDataPipe(env.spec)])
+def test_an_env_object_where_an_id_belongs_says_what_to_pass(make):
+    with pytest.raises(ValueError, match="An environment id is a string such as 'CartPole-v1'.*GymStepper"):
+        make(gym.make("CartPole-v1"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_envs=1.5), "num_envs must be a whole number >= 1, got 1.5"),
+    (dict(nskips=0), "nskips must be a whole number >= 1, got 0"),
+    (dict(nsteps=2.5, firstlast=True), "nsteps must be >= 1, a whole number"),
+    (dict(bs=0), "bs must be a whole number >= 1"),
+    (dict(n=10.5), "n .the env steps to run"),
+])
+def test_env_pipeline_settings_of_the_wrong_kind_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GymDataPipe(["CartPole-v1"], **kwargs)
+
+
+def test_dqn_parts_of_the_wrong_kind_are_refused():
+    model, dls = dqn_parts()
+    with pytest.raises(ValueError, match="loss_func must be a function"):
+        DQNLearner(model, dls, loss_func="huber")
+    for flag in ("double", "dueling", "target", "prioritized", "sail"):
+        with pytest.raises(ValueError, match=f"{flag} must be True or False, got 'no'"):
+            DQNLearner(model, dls, **{flag: "no"})
+    with pytest.raises(ValueError, match="DQN's state_sz must be a whole number >= 1, got 2.5"):
+        DQN(2.5, 2)
+    with pytest.raises(ValueError, match=r"hidden layer's width \(hidden=\[0\]\) must be a whole number >= 1"):
+        DQN(4, 2, hidden=(0,))
+
+
+def test_a_multi_discrete_action_space_is_not_sent_to_the_continuous_algorithms():
+    from fastrl_lite.algos.dqn import check_discrete
+    for space in (gym.spaces.MultiDiscrete([2, 3]), gym.spaces.MultiBinary(3)):
+        with pytest.raises(ValueError, match="several discrete choices per step.*TransformAction") as error:
+            check_discrete(space)
+        assert "TD3" not in str(error.value)
+
+
+def test_critics_of_the_wrong_shape_are_refused_before_training():
+    actor = Actor(3, 1, 8, 8)
+    dls = [GymDataPipe(["Pendulum-v1"], agent=DDPGAgent(actor), seed=0)]
+    with pytest.raises(ValueError, match=r"one value per \(state, action\), \[B, 1\].*returns shape \[2, 2\]"):
+        DDPGLearner(actor, TwinCritic.of(3, 1, 8, 8), dls)
+    actor, twin, dls = td3_parts()
+    with pytest.raises(ValueError, match="TD3 needs two critics.*got Critic"):
+        TD3Learner(actor, Critic(3, 1, 8, 8), dls)
+    with pytest.raises(ValueError, match=r"different sizes \(state_sz, action_sz\): \[\(3, 1\), \(None, None\)\]"):
+        TD3Learner(actor, [Critic(3, 1, 8, 8), torch.nn.Linear(4, 1)], dls)
+    # modules of one input, not (state, action)
+    with pytest.raises(ValueError, match="does not take a batch of this env's observations"):
+        TD3Learner(actor, [torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)], dls)
+
+
+def test_ppo_refuses_an_agent_that_does_not_sample_from_the_policy():
+    env = make_vec_env("CartPole-v1")
+    policy = ActorCriticPolicy(env.single_observation_space, env.single_action_space)
+    with pytest.raises(ValueError, match="does not sample from the policy.*PPODataPipe"):
+        PPOLearner(policy, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(policy), seed=0)], n_steps=32, batch_size=16)
+
+
+def test_networks_with_batch_norm_act_on_one_env():
+    set_seed(0)
+    actor, critic = Actor(3, 1, 8, 8, batch_norm=True), Critic(3, 1, 8, 8, batch_norm=True)
+    learner = DDPGLearner(actor, critic, [GymDataPipe(["Pendulum-v1"], agent=DDPGAgent(actor), seed=0)],
+                          batches=5, warmup=16, bs=16)
+    norm = next(m for m in actor.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    stats = norm.running_mean.clone()
+    learner.fit(1)
+    assert learner.batch == 5 and actor.training and norm.training
+    assert not torch.equal(norm.running_mean, stats)  # training batches move the statistics
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    learner = DQNLearner(model, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0)], batches=5, warmup=16,
+                         bs=16, train_every=4, updates=1)
+    learner.fit(1)
+    assert learner.batch == 5 and model.training
+
+
+class Frames(gym.Env):
+    "uint8 frames (3, 8, 8); two actions, reward 1 for action 1; 10-step episodes."
+    observation_space = gym.spaces.Box(0, 255, (3, 8, 8), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.integers(0, 256, (3, 8, 8), dtype=np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        return (self.np_random.integers(0, 256, (3, 8, 8), dtype=np.uint8), float(action), False, self.t >= 10, {})
+
+
+def test_uint8_frames_are_stored_as_bytes_and_trained_on_as_floats():
+    set_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 2))
+    learner = DQNLearner(model, [GymStepper(vector(Frames), DQNAgent(model), seed=0)], warmup=16, bs=8,
+                         train_every=1, updates=1, batches=10)
+    learner.fit(1)
+    assert learner.collector.buffer.storage.tensors["state"].dtype == torch.uint8
+    assert learner.collector.buffer.sample(4).step.state.dtype == torch.float32
+    env = vector(Frames)
+    policy = ActorCriticPolicy(env.single_observation_space, env.single_action_space, net_arch=(8,))
+    learner = PPOLearner(policy, [GymStepper(env, PPOAgent(policy), seed=0)], n_steps=16, batch_size=8, n_epochs=1)
+    learner.fit(2)
+    assert learner.env_steps == 32 and learner.batch == 4
+
+
+class Endless(Bandit):
+    "Never ends an episode, and has no time limit."
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+
+def test_sail_on_episodes_that_never_end_stops_with_the_fix_instead_of_hanging():
+    model = DQN(1, 2)
+
+    class EndlessDiscrete(Endless):
+        action_space = gym.spaces.Discrete(2)
+    learner = DQNLearner(model, [GymStepper(vector(EndlessDiscrete), DQNAgent(model), seed=0)], sail=True,
+                         max_sz=300, warmup=16, bs=8)
+    with pytest.raises(ValueError, match="more than max_held=300.*TimeLimit"):
+        learner.fit(1)
+
+
+def test_ppo_counts_the_env_steps_of_a_rollout_the_cap_cut_short_and_completes_it_on_resume(tmp_path):
+    def build(n):
+        set_seed(1)
+        env = make_vec_env("CartPole-v1")
+        policy = ActorCriticPolicy(env.single_observation_space, env.single_action_space, net_arch=(16,))
+        dl = PPODataPipe("CartPole-v1", policy, n_envs=2, seed=1, n=n)
+        return PPOLearner(policy, [dl], n_steps=16, batch_size=16, n_epochs=2), policy
+    straight, policy = build(200)
+    straight.fit(20)
+    assert straight.env_steps == 200  # 6 rollouts of 32 and 8 steps of the 7th
+    cut, _ = build(150)  # 4 rollouts of 32 and 22 steps of the 5th
+    cut.fit(20)
+    assert cut.env_steps == 150
+    cut.save(tmp_path / "ckpt.pt")
+    resumed, policy2 = build(200)
+    resumed.load(tmp_path / "ckpt.pt")
+    resumed.fit(20)
+    assert resumed.env_steps == 200 and resumed.batch == straight.batch
+    assert all(torch.equal(v, policy.state_dict()[k]) for k, v in policy2.state_dict().items())

@@ -334,7 +334,7 @@ def test_unbounded_actions_are_refused():
     actor = SquashedGaussianActor(3, 1, (32, 32))
     env = gym.vector.SyncVectorEnv([lambda: UnboundedPendulum(gym.make("Pendulum-v1"))],
                                    autoreset_mode=AutoresetMode.SAME_STEP)
-    with pytest.raises(ValueError, match="finite action bounds.*RescaleAction"):
+    with pytest.raises(ValueError, match="finite action bounds.*TransformAction"):
         SACLearner(actor, TwinCritic.of(3, 1, 32, 32), [GymStepper(env, SACAgent(actor))])
 
 

@@ -184,8 +184,9 @@ def check_continuous(env_or_space, algo: str = "DDPG") -> gym.spaces.Box:
                          "For discrete actions use DQN (fastrl-lite train dqn) or PPO (fastrl-lite train ppo).")
     if not (torch.isfinite(torch.as_tensor(space.low)).all() and torch.isfinite(torch.as_tensor(space.high)).all()):
         raise ValueError(f"{algo}'s actor is tanh-bounded, so it needs finite action bounds; this environment has "
-                         f"low={space.low}, high={space.high}. Wrap it with gymnasium.wrappers.ClipAction or "
-                         "RescaleAction to give it bounds.")
+                         f"low={space.low}, high={space.high}. Wrap it to give it the bounds its actions should "
+                         "keep to: gymnasium.wrappers.TransformAction(env, lambda a: a, gymnasium.spaces.Box(low, "
+                         "high)) (ClipAction keeps an infinite bound infinite, RescaleAction refuses one).")
     if len(space.shape) != 1:
         raise ValueError(f"{algo}'s actor outputs one vector of actions, but this environment's actions have shape "
                          f"{space.shape}. Wrap it so that it takes a vector: gymnasium.wrappers.TransformAction(env, "
@@ -219,7 +220,8 @@ class ActionScaler:
             low, high = (x.numpy(force=True) if isinstance(x, Tensor) else x for x in (low, high))
             if not (np.isfinite(low).all() and np.isfinite(high).all()):
                 raise ValueError(f"Action bounds must be finite to scale a bounded actor, got low={low}, high={high}; "
-                                 "wrap the env with gymnasium.wrappers.ClipAction or RescaleAction first.")
+                                 "give the env finite bounds first: gymnasium.wrappers.TransformAction(env, lambda a: "
+                                 "a, gymnasium.spaces.Box(low, high)).")
             if not (np.asarray(low) < np.asarray(high)).all():
                 raise ValueError(f"Need low < high in every action dimension, got low={low}, high={high}.")
             self.low, self.high = float32_bounds(low, high)

@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..core import SimpleStep
+from ..core import SimpleStep, check_real, check_whole
 from ..pipes import Pipe, find_pipe, find_pipes
 
 __all__ = ["AgentBase", "AgentHead", "StepFieldSelector", "SimpleModelRunner", "ArgMaxFeed", "EpsilonSchedule",
@@ -52,7 +52,9 @@ class StepFieldSelector(Pipe):
 
 
 class SimpleModelRunner(Pipe):
-    "Runs the model without gradients on whatever arrives, moved to the model's device."
+    """Runs the model without gradients on whatever arrives, as float32 on the model's device.
+    Batch-norm layers act on their running statistics (as in eval mode) while the model trains:
+    a step of one env has no batch to normalise over, and acting leaves the statistics to training."""
 
     def __init__(self, source, model: nn.Module):
         super().__init__(source)
@@ -61,12 +63,26 @@ class SimpleModelRunner(Pipe):
         # Module.to() moves parameters in place, so one parameter tells the model's device for good;
         # walking model.parameters() on every env step would cost more than the forward of a small MLP
         self._probe = next(model.parameters(), None)
+        self._norms = tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
     def next(self) -> Tensor:
         x = next(self.source)
         device = self._probe.device if self._probe is not None else x.device
+        x = x.to(device, torch.float32, non_blocking=True)
         with torch.no_grad():
-            return self.model(x.to(device, torch.float32, non_blocking=True))
+            if self._norms:
+                return self._run_on_running_stats(x)
+            return self.model(x)
+
+    def _run_on_running_stats(self, x: Tensor) -> Tensor:
+        training = [m.training for m in self._norms]
+        try:
+            for m in self._norms:
+                m.train(False)
+            return self.model(x)
+        finally:
+            for m, was in zip(self._norms, training):
+                m.train(was)
 
 
 class ArgMaxFeed(Pipe):
@@ -89,10 +105,11 @@ class EpsilonSchedule(Pipe):
         super().__init__(source)
         self.model = model if model is not None else getattr(source, "model", None) if isinstance(
             source, SimpleModelRunner) else None
-        if not 0 <= min_epsilon <= max_epsilon < float("inf"):
+        min_epsilon, max_epsilon = (check_real(e, name, 0) for e, name in ((min_epsilon, "min_epsilon"),
+                                                                           (max_epsilon, "max_epsilon")))
+        if not min_epsilon <= max_epsilon:
             raise ValueError(f"Need 0 <= min_epsilon ({min_epsilon}) <= max_epsilon ({max_epsilon}) < inf.")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 env step, got {max_steps}.")
+        max_steps = check_whole(max_steps, "max_steps")
         self.min_epsilon, self.max_epsilon, self.max_steps = min_epsilon, max_epsilon, max_steps
         self.decrement_on_val, self.explore_on_val = decrement_on_val, explore_on_val
         self.steps = 0

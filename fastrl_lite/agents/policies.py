@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import register_field
-from ..nets import through, watched
+from ..nets import as_float, through, watched
 from ..pipes import Pipe
 from .continuous import float32_bounds
 from .core import AgentBase, AgentHead, StepFieldSelector
@@ -109,7 +109,7 @@ class ActorCriticPolicy(nn.Module):
 
     def _heads(self, state: Tensor) -> Tuple[Tensor, Tensor]:
         "The action head's output (logits or means) and V(s), [B]."
-        state = state.reshape(state.shape[0], -1)
+        state = as_float(state).reshape(state.shape[0], -1)
         if self.shared:
             features = through(self._actor[:1], state, self._watched)
             return (through(self._actor[1:], features, self._watched),
@@ -118,11 +118,11 @@ class ActorCriticPolicy(nn.Module):
 
     def value(self, state: Tensor) -> Tensor:
         "V(s), [B]."
-        return through(self._critic, state.reshape(state.shape[0], -1), self._watched).squeeze(-1)
+        return through(self._critic, as_float(state).reshape(state.shape[0], -1), self._watched).squeeze(-1)
 
     def forward(self, state: Tensor) -> Tensor:
         "The greedy action: the most likely action, or the Gaussian's mean."
-        out = through(self._actor, state.reshape(state.shape[0], -1), self._watched)
+        out = through(self._actor, as_float(state).reshape(state.shape[0], -1), self._watched)
         return out if self.continuous else out.argmax(-1)
 
     def log_prob_entropy(self, out: Tensor, action: Tensor, entropy: bool = True

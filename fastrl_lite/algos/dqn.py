@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..agents import AgentBase, AgentHead, DiscreteEpsilonRandomSelect, SimpleModelRunner, StepFieldSelector
-from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
+from ..core import SimpleStep, TrainBatch, check_device, check_flag, check_real, check_whole
 from ..envs.returns import EpisodeReturns
 from ..learner import Learner, LossCollector, TargetModelUpdater, Update, bootstrap_discount, get_target_model
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
@@ -47,7 +47,7 @@ class QTarget(Pipe):
                  compile: CompileArg = False):
         super().__init__(source)
         self.target_model = get_target_model(target_model, source)
-        self.gamma = gamma
+        self.gamma = check_gamma(gamma, type(self).__name__)
         self._targets = maybe_compile(self.targets, compile)
 
     def targets(self, step: SimpleStep) -> Tensor:
@@ -173,6 +173,11 @@ def DQNAgent(model: nn.Module, min_epsilon: float = 0.02, max_epsilon: float = 1
 def check_discrete(env_or_space, algo: str = "DQN") -> int:
     "The number of actions of a `Discrete` action space, or an error that points to the right algorithm."
     space = getattr(env_or_space, "single_action_space", getattr(env_or_space, "action_space", env_or_space))
+    if isinstance(space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        raise ValueError(f"{algo} needs a single discrete action (Discrete(n)), this environment has {space}, several "
+                         "discrete choices per step, which no algorithm here takes. Wrap the env so that one "
+                         "Discrete index stands for each combination (gymnasium.wrappers.TransformAction with "
+                         "gymnasium.spaces.Discrete(number of combinations)).")
     if not isinstance(space, gym.spaces.Discrete):
         raise ValueError(f"{algo} needs a discrete action space, this environment has {space}. "
                          "For continuous actions use TD3, SAC, DDPG or PPO (fastrl-lite train td3|sac|ddpg|ppo).")
@@ -239,6 +244,11 @@ def DQNLearner(model: Optional[nn.Module], dls: Sequence, logger_bases=None, los
     target network), the replay stores it, and `SAILTarget` adds the bonus
     `sail_alpha` · clip(max(Q̄(s, a), G) − max_b Q̄(s, b), 0, `sail_clip`) to the TD target."""
     compile_options(compile)
+    target, double, dueling, prioritized, sail = (check_flag(v, k) for k, v in dict(
+        target=target, double=double, dueling=dueling, prioritized=prioritized, sail=sail).items())
+    if not callable(loss_func):
+        raise ValueError(f"loss_func must be a function of (prediction, target) such as F.smooth_l1_loss (DQN's "
+                         f"Huber) or F.mse_loss, got {loss_func!r}.")
     gamma = check_gamma(gamma, "DQNLearner")
     bs, max_sz, batches = check_whole(bs, "bs"), check_whole(max_sz, "max_sz"), check_whole(batches, "batches")
     warmup = check_whole(warmup, "warmup", 0)
@@ -269,7 +279,7 @@ def DQNLearner(model: Optional[nn.Module], dls: Sequence, logger_bases=None, los
         def tail_value(final_state: Tensor) -> Tensor:
             "V(s_T) = max_b Q̄(s_T, b) for episodes cut by a time limit (`target_model` is bound below)."
             return target_model(final_state.to(device)).amax(dim=-1).cpu()
-        source = EpisodeReturns(source, gamma, bootstrap=tail_value)
+        source = EpisodeReturns(source, gamma, bootstrap=tail_value, max_held=max_sz)
     # SAIL's transitions arrive an episode at a time: the rounds still follow the env steps (carry_over)
     collector = Collector(source, buffer, bs=bs, warmup=warmup, train_every=train_every, updates=updates,
                           carry_over=sail)

@@ -22,12 +22,11 @@ import numbers
 from typing import Callable, Optional, Sequence, Union
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from .. import distributed
-from ..agents.policies import ActorCriticPolicy, PPOAgent
-from ..core import SimpleStep, TrainBatch, check_device, check_whole
+from ..agents.policies import ActorCriticPolicy, PolicySampler, PPOAgent
+from ..core import SimpleStep, TrainBatch, check_device, check_flag, check_whole
 from ..envs import GymStepper, make_vec_env
 from ..envs.normalize import NormalizeObservation, NormalizeReward, ObservationNormalizer
 from ..learner import Learner, LossCollector, Update
@@ -179,8 +178,7 @@ def _check_loss_settings(clip_range, clip_range_vf, ent_coef, vf_coef, normalize
     for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef)):
         if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-    if not isinstance(normalize_advantage, (bool, np.bool_)):
-        raise ValueError(f"normalize_advantage must be True or False, got {normalize_advantage!r}.")
+    check_flag(normalize_advantage, "normalize_advantage")
     if target_kl is not None and (isinstance(target_kl, bool) or not isinstance(target_kl, numbers.Real)
                                   or not target_kl > 0 or not math.isfinite(target_kl)):
         raise ValueError(f"target_kl must be a number > 0, or None for no early stop; got {target_kl!r}.")
@@ -241,6 +239,10 @@ def PPOLearner(policy: ActorCriticPolicy, dls: Sequence, logger_bases=None, lear
     if getattr(stepper.agent, "model", None) is not policy:
         raise ValueError("dls[0]'s agent runs a different network than the policy given to PPOLearner, so training "
                          "would never change how it acts; build the env pipeline with PPODataPipe(env_id, policy).")
+    if find_pipe(stepper.agent, PolicySampler, required=False) is None:
+        raise ValueError("dls[0]'s agent does not sample from the policy: PPO trains on each step's log-probability "
+                         "and value, which PPOAgent(policy) records. Build the env pipeline with "
+                         "PPODataPipe(env_id, policy).")
     _check_policy(policy, stepper.env)
     gamma = check_gamma(gamma, "PPOLearner")
     if isinstance(gae_lambda, bool) or not isinstance(gae_lambda, numbers.Real) or not 0 <= gae_lambda <= 1:

@@ -293,7 +293,8 @@ def SACLearner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     checkpoints hold α and, with the update stages, its optimizer."""
     if not isinstance(critics, TwinCritic):
         if isinstance(critics, nn.Module) or len(critics) != 2:
-            raise ValueError("SAC needs two critics: a TwinCritic or a pair of critics.")
+            raise ValueError("SAC needs two critics: a TwinCritic (TwinCritic.of(state_sz, action_sz)) or a pair of "
+                             f"critics, got {type(critics).__name__}.")
         critics = TwinCritic(*critics)
     gamma = check_gamma(gamma, "SACLearner")
     tau = check_real(tau, "tau", 0, 1, low_open=True, hint="1 is a hard copy; 0.005 is SAC's.")

@@ -130,8 +130,9 @@ def TD3Learner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     `target_policy_noise`, `target_noise_clip`). `nsteps` and `gamma` must match the n-step merging
     of `dls[0]`; an epoch is `batches` gradient rounds."""
     if not isinstance(critics, TwinCritic):
-        if len(critics) != 2:
-            raise ValueError(f"TD3 needs two critics (a TwinCritic or a pair), got {len(critics)}.")
+        if isinstance(critics, nn.Module) or len(critics) != 2:
+            raise ValueError("TD3 needs two critics: a TwinCritic (TwinCritic.of(state_sz, action_sz)) or a pair of "
+                             f"critics, got {type(critics).__name__}.")
         critics = TwinCritic(*critics)
     gamma = check_gamma(gamma, "TD3Learner")
     policy_delay = check_whole(policy_delay, "policy_delay")

@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence, Union
 
 from torchdata.nodes import Batcher
 
+from ..core import check_whole
 from .core import GymStepper, make_vec_env
 from .nstep import NSkipper, NStepper
 
@@ -19,13 +20,17 @@ def GymDataPipe(env_ids: Union[str, Sequence[str]], agent: Optional[Callable] = 
     (`nsteps`, discounted by `gamma`), then `NSkipper(nskips)`; with `bs > 1` the transitions are
     grouped into lists of `bs` items (turn them into one batch with `StepBatcher`).
     `n` caps the env steps; `seed` seeds the envs once."""
-    if nsteps < 1:
-        raise ValueError(f"nsteps must be >= 1 (1 means plain one-step transitions), got {nsteps}.")
+    try:
+        nsteps = check_whole(nsteps, "nsteps")
+    except ValueError:
+        raise ValueError(f"nsteps must be >= 1, a whole number of env steps (1 means plain one-step transitions), "
+                         f"got {nsteps!r}.") from None
+    nskips, bs, num_envs = check_whole(nskips, "nskips"), check_whole(bs, "bs"), check_whole(num_envs, "num_envs")
+    if n is not None:
+        n = check_whole(n, "n (the env steps to run, or None for no limit)")
     if nsteps > 1 and not firstlast:
         raise ValueError(f"nsteps={nsteps} needs firstlast=True: the learner trains on n-step transitions merged "
                          "into (first state, discounted reward, last next_state).")
-    if bs < 1:
-        raise ValueError(f"bs must be >= 1, got {bs}.")
     env = make_vec_env(env_ids, num_envs=num_envs, async_envs=async_envs, include_images=include_images)
     pipe = GymStepper(env, agent, seed=seed, include_images=include_images, n=n)
     if nsteps > 1:

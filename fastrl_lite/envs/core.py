@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import pickle
 import warnings
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
@@ -12,7 +12,7 @@ import torch
 from gymnasium.utils import EzPickle
 from gymnasium.vector import AutoresetMode
 
-from ..core import SimpleStep, check_seed
+from ..core import SimpleStep, check_seed, check_whole
 from ..distributed import rank_seed
 from ..pipes import Pipe
 
@@ -21,6 +21,11 @@ __all__ = ["GymStepper", "make_env", "make_vec_env", "check_env_id", "cap_episod
 
 def check_env_id(env_id: str) -> str:
     "Raise a `ValueError` that suggests close ids when `env_id` is not a registered gymnasium env."
+    if not isinstance(env_id, str):
+        raise ValueError(f"An environment id is a string such as 'CartPole-v1', got {type(env_id).__name__} "
+                         f"{env_id!r}. To train on an env object, give GymStepper a vector env of it: "
+                         "GymStepper(gymnasium.vector.SyncVectorEnv([make_env], autoreset_mode=gymnasium.vector."
+                         "AutoresetMode.SAME_STEP), agent), with make_env a function that returns a new env.")
     if env_id in gym.registry:
         return env_id
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
@@ -96,11 +101,10 @@ def make_vec_env(env_ids: Union[str, Sequence[str]], num_envs: int = 1, async_en
     observations are not arrays (Discrete, MultiDiscrete, MultiBinary, Tuple, Dict) gets gymnasium's
     `FlattenObservation`: a Discrete(n) observation becomes a one-hot vector of n values (as
     Stable-Baselines3 encodes it), a Tuple or Dict the concatenation of its parts."""
-    env_ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
+    env_ids = list(env_ids) if isinstance(env_ids, Iterable) and not isinstance(env_ids, str) else [env_ids]
     if not env_ids:
         raise ValueError("Give at least one environment id, e.g. ['CartPole-v1'].")
-    if num_envs < 1:
-        raise ValueError(f"num_envs must be >= 1, got {num_envs}.")
+    num_envs = check_whole(num_envs, "num_envs")
     for env_id in env_ids:
         check_env_id(env_id)
     if include_images:
@@ -160,6 +164,16 @@ class GymStepper(Pipe):
         self.check_finite = check_finite
         if n is not None and n < 1:
             raise ValueError(f"n (the env steps to run) must be >= 1, or None for no limit; got {n}.")
+        if not isinstance(env, gym.vector.VectorEnv):
+            raise ValueError(f"GymStepper steps a vector env, got {type(env).__name__}: build one with "
+                             "make_vec_env(env_id), or gymnasium.vector.SyncVectorEnv([make_env], autoreset_mode="
+                             "gymnasium.vector.AutoresetMode.SAME_STEP) for envs you make yourself.")
+        mode = env.metadata.get("autoreset_mode", AutoresetMode.SAME_STEP)
+        if mode != AutoresetMode.SAME_STEP:
+            raise ValueError(f"GymStepper needs a vector env that autoresets in SAME_STEP mode (an episode's final "
+                             f"observation comes with the step that ends it), this one autoresets in {mode}: build it "
+                             "with make_vec_env(env_id), or pass autoreset_mode=gymnasium.vector.AutoresetMode."
+                             "SAME_STEP to gymnasium.make_vec / SyncVectorEnv / AsyncVectorEnv.")
         if not isinstance(env.single_observation_space, gym.spaces.Box):
             raise ValueError(f"GymStepper stores array (Box) observations, this env observes "
                              f"{env.single_observation_space}. Build it with make_vec_env(env_id), which flattens "

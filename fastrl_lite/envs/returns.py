@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core import SimpleStep, env_steps_of, register_field
+from ..core import SimpleStep, check_whole, env_steps_of, register_field
 from ..pipes import Pipe
 
 __all__ = ["EpisodeReturns", "discounted_returns"]
@@ -47,14 +47,17 @@ class EpisodeReturns(Pipe):
     they are <= 0 (Acrobot), so give one for such envs.
 
     Each output carries the env steps pulled since the last one (`env_steps`), so a `Collector`
-    downstream counts what the env ran; transitions wait here until their episode ends.
+    downstream counts what the env ran; transitions wait here until their episode ends. More than
+    `max_held` of them waiting (episodes that never end) is an error, not a run that never trains.
     """
 
-    def __init__(self, source, gamma: float = 0.99, bootstrap: Optional[Callable[[Tensor], Tensor]] = None):
+    def __init__(self, source, gamma: float = 0.99, bootstrap: Optional[Callable[[Tensor], Tensor]] = None,
+                 max_held: int = 1_000_000):
         super().__init__(source)
         if not 0 <= gamma <= 1:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}.")
         self.gamma, self.bootstrap = gamma, bootstrap
+        self.max_held = check_whole(max_held, "max_held")
         self._held: Dict[str, np.ndarray] = {}  # the waiting transitions, field by field (rows [0, _n))
         self._n = 0
         self._pending = 0  # env steps pulled since the last output
@@ -73,6 +76,11 @@ class EpisodeReturns(Pipe):
             raise ValueError(f"EpisodeReturns: the steps changed fields, from {sorted(self._held)} to "
                              f"{sorted(fields)}.")
         n, m = self._n, len(step)
+        if n + m > self.max_held:
+            raise ValueError(f"EpisodeReturns holds {n + m} transitions of episodes that have not ended, more than "
+                             f"max_held={self.max_held} (with SAIL, the replay's size): returns-to-go need episodes "
+                             "that end. Give the env a time limit (gymnasium.wrappers.TimeLimit(env, "
+                             "max_episode_steps=...)), or a larger replay.")
         if n + m > len(self._held["env_id"]):
             size = max(2 * len(self._held["env_id"]), n + m)
             for k, v in self._held.items():

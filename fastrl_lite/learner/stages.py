@@ -7,7 +7,7 @@ from typing import Optional, Tuple, Type
 import torch
 from torch import nn
 
-from ..core import Records, TrainBatch
+from ..core import Records, TrainBatch, check_whole
 from ..pipes import Pipe, find_pipes
 
 __all__ = ["bootstrap_discount", "LossCollector", "TargetModelUpdater", "SoftTargetUpdater", "get_target_model"]
@@ -67,9 +67,7 @@ class TargetModelUpdater(Pipe):
 
     def __init__(self, source, model: nn.Module, target_sync: int = 300, target_model: Optional[nn.Module] = None):
         super().__init__(source)
-        if target_sync < 1:
-            raise ValueError(f"target_sync must be >= 1 gradient round, got {target_sync}.")
-        self.model, self.target_sync = model, target_sync
+        self.model, self.target_sync = model, check_whole(target_sync, "target_sync")
         self.target_model = target_model if target_model is not None else _make_target(model)
         self.rounds = 0
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..agents import ActionScaler, check_continuous
-from ..core import check_whole
+from ..core import check_whole, evaluating
 from ..envs import GymStepper, NStepper
 from ..nets import check_state_size
 from ..pipes import find_pipe
@@ -84,6 +84,27 @@ def check_actor_critic_sizes(stepper: GymStepper, space, actor: nn.Module, criti
         if getattr(model, "action_sz", action_sz) != action_sz:
             raise ValueError(f"The env's actions have {action_sz} values but the {name} was built with action_sz="
                              f"{model.action_sz}; build it with action_sz={action_sz}.")
+    for critic in critics:
+        check_critic_output(critic, stepper.env.single_observation_space.shape, action_sz)
+
+
+def check_critic_output(critic: nn.Module, obs_shape, action_sz: int):
+    """A critic maps a batch of (state, action) to one value each, [B, 1]: checked on one forward pass
+    of zeros in eval mode, so a wrong critic is refused before training instead of broadcasting."""
+    probe = next(critic.parameters(), None)
+    device = probe.device if probe is not None else None
+    state, action = torch.zeros(2, *obs_shape, device=device), torch.zeros(2, action_sz, device=device)
+    try:
+        with torch.no_grad(), evaluating(critic):
+            out = critic(state, action)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"The critic {type(critic).__name__} does not take a batch of this env's observations "
+                         f"(shape {tuple(obs_shape)}) and actions ({action_sz} values): {error}") from error
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 1):
+        got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"A critic returns one value per (state, action), [B, 1], but {type(critic).__name__} "
+                         f"returns {got} for a batch of 2. Build it as Critic(state_sz, action_sz); a TwinCritic is "
+                         "the pair of critics TD3 and SAC take, not one critic.")
 
 
 def check_actor_kind(actor: nn.Module, algo: str, stochastic: bool):

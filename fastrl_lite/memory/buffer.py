@@ -63,6 +63,7 @@ class TensorStorage:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.fields = tuple(fields) if fields is not None else None
         self.tensors: Dict[str, Tensor] = {}
+        self._bytes: Tuple[str, ...] = ()  # the uint8 fields, sampled as float32
         self._plan = None
 
     def __len__(self) -> int:
@@ -80,6 +81,7 @@ class TensorStorage:
         shapes = {k: ((self.max_sz, *v.shape[1:]), v.dtype) for k, v in kept.items()}
         check_memory(shapes, self.device, f"{type(self).__name__}(max_sz={self.max_sz})")
         self.tensors = {k: torch.empty(shape, dtype=dtype, device=self.device) for k, (shape, dtype) in shapes.items()}
+        self._bytes = tuple(k for k, v in self.tensors.items() if v.dtype == torch.uint8)
 
     def _make_plan(self):
         "What a write needs per field, worked out once instead of on every env step."
@@ -134,8 +136,12 @@ class TensorStorage:
             dest[:n - first] = value[first:]
 
     def get(self, indices: Tensor) -> SimpleStep:
-        "The transitions at `indices`, one gather per field."
-        return SimpleStep(**{k: v.index_select(0, indices) for k, v in self.tensors.items()})
+        """The transitions at `indices`, one gather per field. uint8 fields (pixel observations, kept
+        as uint8 for 4x less memory) come out as float32, as the agent feeds them to its network."""
+        step = SimpleStep(**{k: v.index_select(0, indices) for k, v in self.tensors.items()})
+        for k in self._bytes:
+            setattr(step, k, getattr(step, k).float())
+        return step
 
     def state_dict(self, size: int) -> Dict[str, Tensor]:
         "The first `size` rows of every field (the filled part)."
@@ -161,6 +167,7 @@ class TensorStorage:
         if state and not self.tensors:
             self.tensors = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
                             for k, v in state.items()}
+            self._bytes = tuple(k for k, v in self.tensors.items() if v.dtype == torch.uint8)
             self._plan = None
         for k, v in state.items():
             self.tensors[k][:len(v)] = v.to(self.device)

@@ -35,7 +35,9 @@ class RolloutCollector(Pipe):
     extras (`log_prob`, `value`) ride in the steps like any other field, and `terminated` and
     `truncated` stay apart. The rows live in one preallocated `TensorStorage` (on `device`), overwritten by
     the next rollout, so a stage downstream must have used a rollout before it pulls the next one.
-    `env_steps` counts the env steps pulled (as a `Collector` does)."""
+    `env_steps` counts the env steps pulled (as a `Collector` does), those of a rollout the env
+    pipeline ended part way (its cap `n` reached) included: that rollout's steps stay, in the stage's
+    state too, and a pipeline resumed with a larger cap completes it where it stopped."""
     state_attrs = ("env_steps", "rollouts")
     required = ("state", "action", "reward", "next_state", "terminated", "truncated", "log_prob", "value")
 
@@ -50,6 +52,7 @@ class RolloutCollector(Pipe):
         self.storage: Optional[TensorStorage] = None
         self.env_steps = 0
         self.rollouts = 0
+        self.filled = 0  # vector steps of the current rollout written so far
 
     def _start(self, step: SimpleStep):
         missing = [k for k in self.required if getattr(step, k, None) is None]
@@ -64,18 +67,40 @@ class RolloutCollector(Pipe):
     def next(self) -> SimpleStep:
         source = self.source
         env_steps = 0
-        for t in range(self.n_steps):
-            step = next(source)
+        while self.filled < self.n_steps:
+            step = next(source)  # the end of the env pipeline leaves a part-filled rollout in place
             if self.storage is None:
                 self._start(step)
-            self.storage.write(step, t * self.n_envs, self.n_envs)
-            env_steps += step.env_steps if step.env_steps is not None else len(step)
-        self.env_steps += env_steps
+            self.storage.write(step, self.filled * self.n_envs, self.n_envs)
+            self.filled += 1
+            steps = step.env_steps if step.env_steps is not None else len(step)
+            self.env_steps += steps
+            env_steps += steps
+        self.filled = 0
         self.rollouts += 1
         shape = (self.n_steps, self.n_envs)
         rollout = SimpleStep(**{k: v.view(*shape, *v.shape[1:]) for k, v in self.storage.tensors.items()})
         rollout.env_steps = env_steps
         return rollout
+
+    def get_state(self):
+        state = {**super().get_state(), "filled": self.filled}
+        if self.filled:  # a part-filled rollout: its rows so far
+            state.update(n_envs=self.n_envs, partial={k: v.clone() for k, v in self.storage.state_dict(self.filled * self.n_envs).items()})
+        return state
+
+    def reset(self, initial_state=None):
+        super().reset(initial_state)
+        self.filled = initial_state.get("filled", 0) if initial_state else 0
+        if self.filled:
+            n_envs = initial_state["n_envs"]
+            if self.n_envs is not None and self.n_envs != n_envs:
+                raise ValueError(f"The checkpoint's rollout has {n_envs} envs, this RolloutCollector "
+                                 f"{self.n_envs}.")
+            self.n_envs = n_envs
+            if self.storage is None:
+                self.storage = TensorStorage(self.n_steps * n_envs, self.device, fields=self.required)
+            self.storage.load_state_dict(initial_state["partial"])
 
     def rounds_within(self, env_steps: int) -> int:
         """Gradient rounds a run of `env_steps` env steps yields: `rounds_per_rollout` (what the stages
