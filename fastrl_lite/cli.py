@@ -419,7 +419,9 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         effective["learning_starts"] = warmup
         print(f"learning_starts={used['learning_starts']} is more than half of this {rank_steps}-step run, so it "
               f"starts learning after {warmup} env steps (recorded in config.json as effective.learning_starts).")
-    if resume is not None and learner.epoch >= epochs and learner.env_steps < rank_steps:
+    # the stepper's count: the env steps a collector holds back (a rollout's or an n-step window's tail) ran too
+    stepped = learner.stepper.env_steps if learner.stepper is not None else learner.env_steps
+    if resume is not None and learner.epoch >= epochs and stepped < rank_steps:
         epochs, last = learner.epoch + 1, 0  # no gradient round is left, but env steps are: one pull runs them
     # everything is checked: the run folder is made from here on, by rank 0 alone
     if main_rank:

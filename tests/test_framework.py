@@ -1,5 +1,7 @@
-"""Exact behaviour of each generic stage: data, env stepping, n-step, replay, agents, targets."""
+"""Exact behaviour of each generic stage: data, env stepping, n-step, replay, agents, targets; the
+learner's fit and validate, and its loggers."""
 import copy
+import csv
 import math
 
 import gymnasium as gym
@@ -12,7 +14,7 @@ from torchdata.nodes import IterableWrapper
 from fastrl_lite import (SimpleStep, TrainBatch, GymStepper, GymDataPipe, NStepper, NSkipper, ExperienceReplay,
                          StepBatcher, AgentBase, AgentHead, StepFieldSelector, SimpleModelRunner,
                          DiscreteEpsilonRandomSelect, TargetModelUpdater, SoftTargetUpdater, LossCollector,
-                         find_pipes, find_pipe, pipe_to_device, make_vec_env, evaluating, Records)
+                         find_pipes, find_pipe, pipe_to_device, make_vec_env, evaluating, Records, Pipe)
 from fastrl_lite.envs import cap_episode_length, check_env_id
 
 
@@ -310,6 +312,18 @@ def test_update_to_data_ratio_and_warmup():
     assert replay.added == 19
 
 
+def test_a_collector_whose_source_ran_out_stays_where_it_was_at_every_later_pull():
+    from fastrl_lite import Collector, ReplayBuffer
+    collector = Collector(IterableWrapper([numbered(1, start=i) for i in range(14)]), ReplayBuffer(max_sz=100), bs=1,
+                          train_every=4, carry_over=True)
+    assert len([batch for batch in collector]) == 3  # bursts due at env steps 4, 8 and 12; the last 2 hold none
+    state = copy.deepcopy(collector.state_dict())
+    for _ in range(2):
+        with pytest.raises(StopIteration):
+            next(collector)
+        assert collector.state_dict()["due"] == state["due"] == 12
+
+
 def _burst_replay():
     return ExperienceReplay(IterableWrapper(numbered(1, start=i) for i in range(1000)), bs=4, max_sz=100,
                             warmup=10, train_every=8, updates=6)
@@ -547,3 +561,108 @@ def test_opt_stepper_takes_opt_step_for_other_optimizers_and_hooks():
     assert len(calls) == 2  # a registered hook means every step goes through opt.step()
     # the fast path's shared step counter still counts each parameter's steps once under opt.step()
     assert [int(adam.opt.state[p]["step"]) for p in model.parameters()] == [5, 5]
+
+
+# ---------------------------------------------------------------- learner and loggers
+def _small_cartpole_dqn(n=None, batches=20, seed=0):
+    from fastrl_lite import set_seed
+    from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner
+    set_seed(seed)
+    model = DQN(4, 2, hidden=(16,))
+    dl = GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=seed, n=n)
+    return DQNLearner(model, [dl], batches=batches, warmup=16, bs=16, train_every=4, updates=1)
+
+
+def test_a_fit_refused_for_a_nan_loss_keeps_the_epoch_and_fits_again_once_the_cause_is_fixed():
+    from fastrl_lite import Update
+    learner = _small_cartpole_dqn()
+    learner.fit(1)
+    model = learner.model
+    target = find_pipe(learner.pipe, TargetModelUpdater).target_model
+    optimizer = find_pipe(learner.pipe, Update).optimizers["q"]
+    saved = [copy.deepcopy(m.state_dict()) for m in (model, target, optimizer)]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    for _ in range(2):  # a refusal, and the same refusal again: neither counts an epoch
+        with pytest.raises(FloatingPointError, match=r"q_loss became NaN/inf at gradient round \d+ \(epoch 2\)"):
+            learner.fit(1)
+        assert learner.epoch == 1 and len(learner.history) == 1
+    for m, state in zip((model, target, optimizer), saved):  # the cause fixed
+        m.load_state_dict(state)
+    rows = learner.fit(1)
+    assert [row["epoch"] for row in learner.history] == [1, 2] and rows == learner.history[1:]
+    assert learner.epoch == 2 and math.isfinite(rows[0]["q_loss"])
+
+
+class _LateGauge(Pipe):
+    "Passes rounds through and, from gradient round `start` on, gauges `late` (the rounds so far)."
+
+    def __init__(self, source, start):
+        super().__init__(source)
+        self.start, self.rounds = start, 0
+
+    def next(self):
+        out = next(self.source)
+        self.rounds += 1
+        if self.rounds >= self.start:
+            self.gauge("late", float(self.rounds))
+        return out
+
+
+def test_csv_and_progress_table_keep_a_column_that_first_appears_after_the_first_row(tmp_path, capsys):
+    from fastrl_lite import CSVLogger, Learner, ProgressBarLogger
+    dqn = _small_cartpole_dqn(batches=10)
+    path = tmp_path / "metrics.csv"
+    learner = Learner(dqn.model, _LateGauge(dqn.pipe, start=21), batches=10, collector=dqn.collector,
+                      stepper=dqn.stepper, logger_bases=[CSVLogger(path), ProgressBarLogger(show_bars=False)])
+    learner.fit(1)
+    capsys.readouterr()
+    learner.fit(3)  # `late` first comes with the second fit's second row
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3", "4"]
+    assert [row["late"] for row in rows] == ["", "", "30.0", "40.0"]
+    assert list(rows[0])[:-1] == list(learner.history[0])  # the earlier columns keep their place
+    assert all(row["q_loss"] for row in rows)
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert [cells[0] for cells in lines] == ["epoch", "2", "epoch", "3", "4"]  # a wider header from epoch 3 on
+    assert "late" not in lines[0] and lines[2][-1] == "late" and lines[2][:-1] == lines[0]
+    assert [lines[3][-1], lines[4][-1]] == ["30", "40"] and len(lines[1]) == len(lines[0])
+
+
+def test_validate_on_an_env_of_other_spaces_is_refused_before_it_steps():
+    learner = _small_cartpole_dqn()
+    agent_state = copy.deepcopy(learner.stepper.agent.state_dict())
+    for env_id, obs, act in (("Acrobot-v1", r"\(6,\)", r"Discrete\(3\)"),
+                             ("MountainCar-v0", r"\(2,\)", r"Discrete\(3\)")):
+        with pytest.raises(ValueError, match=rf"{env_id}.*observes Box\(.*{obs}.*acts in {act}.*CartPole-v1.*"
+                                             r"observes Box\(.*\(4,\).*acts in Discrete\(2\)"):
+            learner.validate(1, env_ids=[env_id])
+    assert learner.stepper.agent.state_dict() == agent_state
+    assert len(learner.validate(1, env_ids=["CartPole-v1"])["returns"]) == 1  # the same spaces are validated on
+
+
+def test_a_finite_pipeline_that_runs_out_ends_fit_says_so_and_adds_no_empty_epochs(tmp_path, capsys):
+    learner = _small_cartpole_dqn(n=100)  # 22 gradient rounds: an epoch of 20, then 2
+    rows = learner.fit(5)
+    assert [row["batch"] for row in rows] == [20, 22] and learner.epoch == 2
+    assert rows[-1]["env_steps"] == learner.env_steps == 100
+    out = capsys.readouterr().out  # the short last epoch is called so
+    assert "ran out of data at env step 100, in epoch 2, after 2 of its 20 gradient rounds" in out
+    state = (learner.epoch, learner.batch, learner.env_steps, learner.episodes, list(learner.history))
+    for _ in range(2):  # a fit on the exhausted pipeline is refused, and changes nothing
+        with pytest.raises(ValueError, match=r"pipeline is exhausted.*larger n.*learner\.load"):
+            learner.fit(1)
+        assert (learner.epoch, learner.batch, learner.env_steps, learner.episodes, learner.history) == state
+    assert learner.exhausted
+    # what the refusal says to do: a checkpoint of this learner, loaded into one built on a larger n, trains on
+    learner.save(tmp_path / "checkpoint.pt")
+    longer = _small_cartpole_dqn(n=140).load(tmp_path / "checkpoint.pt")
+    rows = longer.fit(1)
+    assert [row["epoch"] for row in rows] == [3] and rows[0]["batch"] == 32 and longer.env_steps == 140
+    # a pipeline that runs out right at an epoch's end: fit stops there, without an empty epoch
+    exact = _small_cartpole_dqn(n=92)  # exactly 20 rounds
+    rows = exact.fit(3)
+    assert [row["batch"] for row in rows] == [20] and exact.epoch == 1
+    assert "ran out of data at env step 92, at the end of epoch 1" in capsys.readouterr().out and exact.exhausted

@@ -19,7 +19,8 @@ def GymDataPipe(env_ids: Union[str, Sequence[str]], agent: Optional[Callable] = 
     """`GymStepper` over `num_envs` copies of each id in `env_ids`, then n-step merging
     (`nsteps`, discounted by `gamma`), then `NSkipper(nskips)`; with `bs > 1` the transitions are
     grouped into lists of `bs` items (turn them into one batch with `StepBatcher`).
-    `n` caps the env steps; `seed` seeds the envs once."""
+    `n` caps the env steps (a `Learner.fit` that reaches the cap ends early, see its docstring);
+    `seed` seeds the envs once."""
     try:
         nsteps = check_whole(nsteps, "nsteps")
     except ValueError:

@@ -149,7 +149,8 @@ class GymStepper(Pipe):
     each rank seeds its envs with `distributed.rank_seed(seed)`, so ranks see different episodes.
     `terminated` and `truncated` are kept apart. `episode_n` counts each env's finished episodes and `step_n` the
     steps of the current one (1 on an episode's first transition). With `agent=None` actions are
-    sampled from the action space. `n` caps the total env steps (transitions) yielded. A NaN/inf
+    sampled from the action space. `n` caps the total env steps (transitions) yielded: then it
+    raises StopIteration, which ends a `Learner.fit` early (and refuses the next one). A NaN/inf
     observation (a reset's and an episode's final one included), reward or agent action stops
     stepping with an error unless `check_finite=False`.
     For a `Discrete(n, start=k)` action space the agent's actions are indices 0..n-1 (as its

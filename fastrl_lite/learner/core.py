@@ -93,6 +93,7 @@ class Learner:
         self.batch = 0
         self.history: List[Dict[str, float]] = []
         self.interrupted = False
+        self.exhausted = False  # whether the last `fit` ended because the pipeline ran out of data
         self._ranks_seeded = False
         # an interrupted epoch's env step at its start and its seconds so far, for the row that ends it
         self._unfinished: Optional[Dict[str, float]] = None
@@ -125,7 +126,14 @@ class Learner:
         every earlier one (rl-zoo's EvalCallback).
         Ctrl-C (SIGINT) lets the current gradient round finish, saves a checkpoint when checkpointing
         is on, and returns: the learner stays usable and `fit` can be called again. An interrupted
-        epoch gives no row: its rounds count towards the next row, as if it had not been stopped."""
+        epoch gives no row: its rounds count towards the next row, as if it had not been stopped.
+        A finite pipeline (`GymDataPipe(..., n=...)`) that runs out ends `fit` early and sets
+        `exhausted`; `fit` prints where the data ended. An epoch it cut short still gives its row, of
+        the rounds it ran; an epoch without a round or an env step gives none. A `fit` on a pipeline
+        that had already run out is refused.
+        An epoch whose losses hold a NaN/inf raises FloatingPointError (see `check_finite`) without
+        counting the epoch; its records are left out of the next row, so once the cause is fixed
+        (weights and optimizer state restored, say) `fit` trains on."""
         if not _whole(epochs) or epochs < 1:
             raise ValueError(f"fit needs a positive whole number of epochs, got {epochs!r}.")
         if checkpoint_every is not None and (not _whole(checkpoint_every) or checkpoint_every < 1
@@ -148,21 +156,21 @@ class Learner:
             [logger for logger in self.loggers if getattr(logger, "every_rank", False)]
         for logger in loggers:
             logger.before_fit(self, epochs)
-        rows = []
-        self.interrupted = False
+        rows, cut_short = [], False  # cut_short: the data ended inside the last epoch
+        self.interrupted = self.exhausted = False
         previous_handler = self._catch_interrupt(ranks)
         try:
             for _ in self._iterate(range(epochs), "wrap_epochs", loggers):
-                start_time, start_steps, spent = time.perf_counter(), self.env_steps, 0.0
-                if self._unfinished is not None:  # the rest of an interrupted epoch: its row covers the whole epoch
+                start_time, start_steps, start_batch, spent = time.perf_counter(), self.env_steps, self.batch, 0.0
+                continued = self._unfinished is not None
+                if continued:  # the rest of an interrupted epoch: its row covers the whole epoch
                     start_steps, spent = self._unfinished["env_steps"], self._unfinished["seconds"]
                     self._unfinished = None
-                exhausted = False
                 for _ in self._iterate(range(self.batches), "wrap_batches", loggers):
                     try:
                         next(self.pipe)
                     except StopIteration:
-                        exhausted = True
+                        self.exhausted = True
                         break
                     self.batch += 1
                     if eval_every is not None and self.env_steps >= self.evaluation.get("next", eval_every):
@@ -171,10 +179,15 @@ class Learner:
                         self.interrupted = True
                         break
                 seconds = spent + time.perf_counter() - start_time
+                ran = continued or self.batch > start_batch or self.env_steps > start_steps
+                if self.exhausted and not ran:
+                    if not rows:
+                        raise ValueError(self._exhausted_message())
+                    break  # the data ended with the epoch before: no epoch without a round or an env step
+                cut_short = self.exhausted
                 if self.interrupted:
                     self._unfinished = {"env_steps": start_steps, "seconds": seconds}
                 else:
-                    self.epoch += 1
                     row = self._epoch_row(seconds, self.env_steps - start_steps)
                     rows.append(row)
                     for logger in loggers:
@@ -182,7 +195,7 @@ class Learner:
                 due = checkpoint_every is not None and (self.interrupted or self.epoch % checkpoint_every == 0)
                 if due:
                     self.save(checkpoint_path)
-                if exhausted or self.interrupted:
+                if self.exhausted or self.interrupted:
                     break
         except Exception as error:
             if ranks:
@@ -196,7 +209,24 @@ class Learner:
         if self.interrupted and (not ranks or distributed.is_main()):
             print(f"Interrupted after gradient round {self.batch}"
                   + (f"; checkpoint saved to {checkpoint_path}" if checkpoint_every is not None else "") + ".")
+        elif self.exhausted and (not ranks or distributed.is_main()):
+            rounds = self.history[-1]["batch"] - (self.history[-2]["batch"] if len(self.history) > 1 else 0)
+            where = f"in epoch {self.epoch}, after {rounds} of its {self.batches} gradient rounds " + (
+                "(its row covers those)" if rounds else "(its row counts env steps only)") \
+                if cut_short and rounds < self.batches else f"at the end of epoch {self.epoch}"
+            print(f"The training pipeline ran out of data at env step {self.env_steps}, {where}; fit({epochs}) "
+                  f"gave {len(rows)} epoch row{'s' if len(rows) != 1 else ''}.")
         return rows
+
+    def _exhausted_message(self) -> str:
+        stepper = self.stepper
+        capped = stepper is not None and stepper.n is not None and stepper.env_steps >= stepper.n
+        ended, more = (f"its env step cap n={stepper.n} is reached", "a larger n (GymDataPipe(..., n=...))") \
+            if capped else ("it raised StopIteration", "more data")
+        return (f"The training pipeline is exhausted: {ended} (after {self.env_steps} env steps and {self.batch} "
+                "gradient rounds), so fit has nothing to train on; nothing was changed. To train further, save "
+                f"this learner (learner.save(path)), build the same learner on a pipeline with {more} and load the "
+                "checkpoint into it (learner.load(path)); on the command line, --resume the run with a larger --steps.")
 
     def _catch_interrupt(self, ranks: bool = False):
         """Turn SIGINT into a flag checked between gradient rounds (main thread only); across ranks,
@@ -236,8 +266,12 @@ class Learner:
             self._ranks_seeded = True
 
     def _epoch_row(self, seconds: float, steps: int) -> Dict[str, float]:
+        """The row of the epoch that just ended, which counts it (`epoch` + 1). A loss that is
+        NaN/inf refuses the row and leaves the epoch uncounted; the refused epoch's records are
+        marked, so the row of the next epoch, once the cause is fixed, is of that epoch alone."""
+        epoch = self.epoch + 1
         returns = self.episode_returns()
-        row = {"epoch": self.epoch, "batch": self.batch, "env_steps": self.env_steps, "episodes": self.episodes,
+        row = {"epoch": epoch, "batch": self.batch, "env_steps": self.env_steps, "episodes": self.episodes,
                "rolling_reward": float(returns[-self.rolling:, 1].mean()) if len(returns) else math.nan}
         for name in self.records.series:
             values = self.records.since_mark(name)
@@ -249,8 +283,9 @@ class Learner:
                     stages = [type(n).__name__ for n in pipe_graph(self.pipe)
                               if getattr(n, "fills", None) == key or name in getattr(n, "reports", ())]
                     stage = " or ".join(stages) or "the stage that fills losses[" + repr(key) + "]"
+                    self.records.mark()
                     raise FloatingPointError(
-                        f"{name} became NaN/inf at gradient round {first} (epoch {self.epoch}), computed by {stage}. "
+                        f"{name} became NaN/inf at gradient round {first} (epoch {epoch}), computed by {stage}. "
                         "Lower the learning rate, clip gradients (clip_grad_norm=; max_grad_norm on the command "
                         "line) or check the rewards and observations; Learner(check_finite=False) turns this check "
                         "off.")
@@ -265,6 +300,7 @@ class Learner:
         if distributed.is_distributed():
             row, stop = distributed.reduce_row(row)
             self.interrupted = self.interrupted or stop
+        self.epoch = epoch
         self.records.mark()
         self.history.append(row)
         return row
@@ -273,13 +309,15 @@ class Learner:
         """Run the greedy policy (model in eval mode, so exploration is off) for `episodes` episodes;
         returns {'mean', 'std', 'returns'}. Uses the validation pipeline `dls[1]` when the learner has
         one, else a fresh single env seeded with `seed`, made the way the training envs are (the same
-        id, arguments and wrappers), or of `env_ids`. A validation pipeline capped at `n` env steps
+        id, arguments and wrappers), or of `env_ids`. An env whose observation or action space is not
+        the training env's is refused before it steps. A validation pipeline capped at `n` env steps
         runs at most `n` env steps per call, and says so if its episodes do not finish within them.
         The agent's state (its noise process, its step counts) is the same afterwards as before."""
         if not _whole(episodes) or episodes < 1:
             raise ValueError(f"validate needs a whole number of episodes >= 1, got {episodes!r}.")
         if len(self.dls) > 1 and env_ids is None:
             stepper = find_pipe(self.dls[1], GymStepper)
+            self._check_validation_env(stepper.env, "The validation pipeline's env")
         else:
             if self.stepper is None or self.stepper.agent is None:
                 raise RuntimeError("validate needs a pipeline whose GymStepper has an agent.")
@@ -298,6 +336,11 @@ class Learner:
             else:
                 env = gym.vector.SyncVectorEnv([lambda: cap_episode_length(fns[0]())],
                                                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+            try:
+                self._check_validation_env(env, "The validation env")
+            except ValueError:
+                env.close()
+                raise
             stepper = GymStepper(env, self.stepper.agent, seed=seed)
         if stepper.agent is None:
             raise RuntimeError("The validation pipeline has no agent: build it with GymDataPipe(..., agent=...).")
@@ -321,6 +364,20 @@ class Learner:
             if agent_state is not None:
                 agent.reset(agent_state)
         return {"mean": float(returns.mean()), "std": float(returns.std()), "returns": returns.tolist()}
+
+    def _check_validation_env(self, env, what: str):
+        "Refuse an env of other observation or action spaces than the training env's: the policy acts on those."
+        if self.stepper is None:
+            return
+        mine = self.stepper.env
+        if env.single_observation_space == mine.single_observation_space and \
+                env.single_action_space == mine.single_action_space:
+            return
+        raise ValueError(f"{what} {_env_ids(env)} observes {env.single_observation_space} and acts in "
+                         f"{env.single_action_space}; the training env {_env_ids(mine)} observes "
+                         f"{mine.single_observation_space} and acts in {mine.single_action_space}, the only ones "
+                         "the policy knows. Validate on an env of the training env's spaces (or without env_ids, on "
+                         "one made like the training env).")
 
     # ------------------------------------------------------------------ weights
     def _obs_normalizer(self):
@@ -359,9 +416,7 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
     def _meta(self) -> Dict:
-        env_ids = None
-        if self.stepper is not None:
-            env_ids = [spec.id if spec is not None else None for spec in self.stepper.env.get_attr("spec")]
+        env_ids = _env_ids(self.stepper.env) if self.stepper is not None else None
         spaces = None
         if self.stepper is not None:
             spaces = [repr(self.stepper.env.single_observation_space), repr(self.stepper.env.single_action_space)]
@@ -516,6 +571,11 @@ class Learner:
                     [k for k in shapes if tuple(theirs[k]) != tuple(shapes[k])]
                 raise CheckpointError(f"{path} holds a {name!r} network of another shape (differs at {diff[:3]}); "
                                       "build the learner with the network the checkpoint was trained with.")
+
+
+def _env_ids(env) -> List[Optional[str]]:
+    "The registered id of each env of a vector env (None for an env made without one)."
+    return [spec.id if spec is not None else None for spec in env.get_attr("spec")]
 
 
 def rank_checkpoint_path(path, rank: int) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -36,9 +37,19 @@ def _format(value) -> str:
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
 
 
+def _widened(columns: Optional[List[str]], row: Dict) -> Optional[List[str]]:
+    "`columns` with the keys of `row` they lack added at the end, or None when they lack none."
+    if columns is None:
+        return list(row)
+    new = [key for key in row if key not in columns]
+    return columns + new if new else None
+
+
 class ProgressBarLogger(LoggerBase):
     """A fastprogress bar over the batches of each epoch and a table row per epoch. In a notebook
-    the table is HTML; in a terminal it is printed; `show_bars` forces the bars on or off."""
+    the table is HTML; in a terminal it is printed; `show_bars` forces the bars on or off. A row
+    that brings new columns (PPO's `kl_stops` once its KL early stop first fires) is preceded by a
+    header line with them added at the end."""
 
     def __init__(self, show_bars: Optional[bool] = None):
         from fastprogress.fastprogress import IN_NOTEBOOK
@@ -59,10 +70,14 @@ class ProgressBarLogger(LoggerBase):
         return progress_bar(batches, parent=self._mb, leave=False)
 
     def after_epoch(self, learner, row):
-        write = (lambda cells: self._mb.write(cells, table=True)) if self._mb is not None else self._print
-        if self._columns is None:
-            self._columns = list(row)
-            write(self._columns)
+        from fastprogress.fastprogress import NBMasterBar
+        # fastprogress's console table cuts every line to the columns of its first: only a notebook's goes through it
+        write = (lambda cells: self._mb.write(cells, table=True)) if isinstance(self._mb, NBMasterBar) \
+            else self._print
+        columns = _widened(self._columns, row)
+        if columns is not None:
+            self._columns = columns
+            write(columns)
         write([_format(row.get(c, math.nan)) for c in self._columns])
 
     def _print(self, cells):
@@ -70,8 +85,10 @@ class ProgressBarLogger(LoggerBase):
 
 
 class CSVLogger(LoggerBase):
-    """Writes each epoch's row to a CSV file (columns from the first row). With `append=True` an
-    existing file is continued (a resumed run) instead of started afresh."""
+    """Writes each epoch's row to a CSV file. With `append=True` an existing file is continued (a
+    resumed run) instead of started afresh. A row that brings new columns (PPO's `kl_stops` once
+    its KL early stop first fires, `eval_mean` from a later `fit(eval_every=...)`) widens the
+    file: it is rewritten with them added at the end, empty in the earlier rows."""
 
     def __init__(self, path, append: bool = False):
         self.path = Path(path)
@@ -84,11 +101,27 @@ class CSVLogger(LoggerBase):
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def after_epoch(self, learner, row):
-        new = self._columns is None
-        if new:
-            self._columns = list(row)
-        with open(self.path, "w" if new else "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore")
-            if new:
+        columns = _widened(self._columns, row)
+        if columns is not None:
+            self._rewrite(columns)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self._columns).writerow(row)
+
+    def _rewrite(self, columns: List[str]):
+        """The file with the header `columns` over the rows written so far (none for a new file),
+        replaced at once, so a crash mid-write leaves the previous file."""
+        rows = []
+        if self._columns is not None and self.path.is_file():
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()
-            writer.writerow(row)
+                writer.writerows(rows)
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self._columns = columns

@@ -98,8 +98,9 @@ class Collector(Pipe):
 
     def next(self) -> TrainBatch:
         if self.owed == 0:
-            self.due = (self.due if self.carry_over else self.env_steps) + self.train_every
-            self._collect(self.due)
+            due = (self.due if self.carry_over else self.env_steps) + self.train_every
+            self._collect(due)  # a source that runs out leaves `due` as it was, for the data that may follow
+            self.due = due
             if len(self.buffer) < max(self.warmup, self.bs):
                 while len(self.buffer) < max(self.warmup, self.bs):
                     self._collect(self.env_steps + 1)
