@@ -666,3 +666,11 @@ def test_a_finite_pipeline_that_runs_out_ends_fit_says_so_and_adds_no_empty_epoc
     rows = exact.fit(3)
     assert [row["batch"] for row in rows] == [20] and exact.epoch == 1
     assert "ran out of data at env step 92, at the end of epoch 1" in capsys.readouterr().out and exact.exhausted
+
+
+def test_an_evaluation_due_at_the_last_env_steps_runs_when_the_pipeline_runs_out(tmp_path):
+    learner = _small_cartpole_dqn(n=98)  # the last round at env step 96; the pull after it runs 97, 98 and ends
+    learner.fit(10, eval_every=49, eval_episodes=1, best_model_path=tmp_path / "best.pt")
+    assert learner.exhausted and learner.env_steps == 98
+    assert learner.evaluation["next"] == 147  # the evaluation due at env step 98 ran
+    assert learner.history[-1]["eval_mean"] == learner.evaluation["mean"] and (tmp_path / "best.pt").exists()

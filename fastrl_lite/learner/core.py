@@ -127,10 +127,11 @@ class Learner:
         Ctrl-C (SIGINT) lets the current gradient round finish, saves a checkpoint when checkpointing
         is on, and returns: the learner stays usable and `fit` can be called again. An interrupted
         epoch gives no row: its rounds count towards the next row, as if it had not been stopped.
-        A finite pipeline (`GymDataPipe(..., n=...)`) that runs out ends `fit` early and sets
-        `exhausted`; `fit` prints where the data ended. An epoch it cut short still gives its row, of
-        the rounds it ran; an epoch without a round or an env step gives none. A `fit` on a pipeline
-        that had already run out is refused.
+        A finite pipeline (`GymDataPipe(..., n=...)`) that runs out ends `fit` and sets `exhausted`
+        (an evaluation due by then still runs); when that leaves fewer epochs than asked for, `fit`
+        prints where the data ended. An epoch it cut short still gives its row, of the rounds it ran;
+        an epoch without a round or an env step gives none. A `fit` on a pipeline that had already
+        run out is refused.
         An epoch whose losses hold a NaN/inf raises FloatingPointError (see `check_finite`) without
         counting the epoch; its records are left out of the next row, so once the cause is fixed
         (weights and optimizer state restored, say) `fit` trains on."""
@@ -169,8 +170,10 @@ class Learner:
                 for _ in self._iterate(range(self.batches), "wrap_batches", loggers):
                     try:
                         next(self.pipe)
-                    except StopIteration:
+                    except StopIteration:  # its last pull may have run env steps: an evaluation may be due
                         self.exhausted = True
+                        if eval_every is not None and self.env_steps >= self.evaluation.get("next", eval_every):
+                            self._evaluate(eval_every, eval_episodes, best_model_path)
                         break
                     self.batch += 1
                     if eval_every is not None and self.env_steps >= self.evaluation.get("next", eval_every):
@@ -209,7 +212,7 @@ class Learner:
         if self.interrupted and (not ranks or distributed.is_main()):
             print(f"Interrupted after gradient round {self.batch}"
                   + (f"; checkpoint saved to {checkpoint_path}" if checkpoint_every is not None else "") + ".")
-        elif self.exhausted and (not ranks or distributed.is_main()):
+        elif self.exhausted and len(rows) < epochs and (not ranks or distributed.is_main()):
             rounds = self.history[-1]["batch"] - (self.history[-2]["batch"] if len(self.history) > 1 else 0)
             where = f"in epoch {self.epoch}, after {rounds} of its {self.batches} gradient rounds " + (
                 "(its row covers those)" if rounds else "(its row counts env steps only)") \
