@@ -445,7 +445,9 @@ def test_cli_trains_ppo_with_rl_zoo_settings_chosen_by_env_id(tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["env"] == "CartPole-v1" and config["hp"]["n_steps"] == 32 and config["hp"]["learning_rate"] == "lin_1e-3"
     result = json.loads((out / "eval.json").read_text())
-    assert result["env_steps"] == 2048  # 8 whole rollouts of 8 envs x 32 steps; the last 52 steps end the data
+    # 8 whole rollouts of 8 envs x 32 steps, then the budget's last 52 steps, in whole vector steps of 8 envs:
+    # they ran, so they count, and stay in the rollout a resume with a larger budget completes
+    assert result["env_steps"] == 2104
     assert len(result["eval_returns"]) == 2
     rows = (out / "metrics.csv").read_text().splitlines()
     assert "clip_fraction" in rows[0] and "approx_kl" in rows[0] and len(rows) > 2
