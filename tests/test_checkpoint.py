@@ -226,7 +226,8 @@ class Drift(gym.Env, gym.utils.EzPickle):
 
 
 def drift_stepper():
-    return GymStepper(gym.vector.SyncVectorEnv([lambda: gym.wrappers.TimeLimit(Drift(), 7)] * 2), seed=0)
+    return GymStepper(gym.vector.SyncVectorEnv([lambda: gym.wrappers.TimeLimit(Drift(), 7)] * 2,
+                                               autoreset_mode=gym.vector.AutoresetMode.SAME_STEP), seed=0)
 
 
 def test_an_ezpickle_env_is_not_saved_and_restarts_from_a_reset(tmp_path):
