@@ -27,7 +27,7 @@ from .envs import EVAL_EPISODE_CAP, GymDataPipe, check_env_id, make_vec_env
 from .learner import CheckpointError
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
 from .memory.rollout import RolloutCollector
-from .presets import DEFAULTS, parse_overrides, resolve
+from .presets import DEFAULTS, GSDE_ONLY, parse_overrides, resolve
 
 
 # ---------------------------------------------------------------- settings in other libraries' units
@@ -91,7 +91,14 @@ def _activation(hp: Dict):
 
 def _probe(env_id: str):
     "A one-env vector env of `env_id` (observations flattened where they are not arrays) and its observation size."
-    env = make_vec_env(env_id)
+    try:
+        env = make_vec_env(env_id)
+    except ModuleNotFoundError as error:  # an env whose module imports a package that is not installed
+        if error.name is None:
+            raise
+        raise ValueError(f"{env_id} needs the Python module {error.name!r}, which is not installed: install it (e.g. "
+                         f"`pip install {error.name.split('.')[0]}`) to run {env_id}, or choose another --env."
+                         ) from error
     shape = tuple(env.single_observation_space.shape)
     if len(shape) != 1:
         env.close()
@@ -109,8 +116,7 @@ def build_dqn(env_id: str, hp: Dict, steps: int, seed: int, loggers):
     n_actions = check_discrete(probe)
     probe.close()
     train_every, updates = collection(hp)
-    sync, said = target_rounds(hp, train_every, updates)
-    print(f"Target network: hard update {said}")
+    sync, _ = target_rounds(hp, train_every, updates)
     if not (0 <= hp["exploration_final_eps"] <= hp["exploration_initial_eps"] <= 1):
         raise ValueError("Need 0 <= exploration_final_eps <= exploration_initial_eps <= 1, got "
                          f"{hp['exploration_final_eps']} and {hp['exploration_initial_eps']}.")
@@ -199,9 +205,6 @@ def build_sac(env_id: str, hp: Dict, steps: int, seed: int, loggers):
             raise ValueError(f"log_std_init must be a finite number, got {log_std_init!r}.")
         actor = SquashedGSDEActor(state_sz, action_sz, hidden, log_std_init=float(log_std_init))
     else:
-        unused = [f"{k}={hp[k]}" for k in ("sde_sample_freq", "log_std_init") if hp[k] != DEFAULTS["sac"][k]]
-        if unused:
-            raise ValueError(f"{', '.join(unused)} only apply with use_sde=true (gSDE); add --hp use_sde=true.")
         actor = SquashedGaussianActor(state_sz, action_sz, hidden)
     critics = TwinCritic.of(state_sz, action_sz, *hidden)
     warmup = _learning_starts(hp)
@@ -217,17 +220,20 @@ def build_sac(env_id: str, hp: Dict, steps: int, seed: int, loggers):
 
 
 def _schedule(hp: Dict, key: str):
-    "A number, or rl-zoo's \"lin_<value>\": a linear schedule from value to 0 over the run."
+    "A number > 0, or rl-zoo's \"lin_<value>\": a linear schedule from value to 0 over the run."
     from .algos.ppo import linear_schedule
-    value = hp[key]
-    if isinstance(value, str) and value.startswith("lin_"):
-        try:
-            return linear_schedule(float(value[4:]))
-        except ValueError:
-            pass
+    value = start = hp[key]
     if isinstance(value, str):
-        raise ValueError(f"{key} must be a number or lin_<number> (rl-zoo's linear schedule), got {value!r}.")
-    return value
+        try:
+            start = float(value[4:]) if value.startswith("lin_") else None
+        except ValueError:
+            start = None
+    if start is None or isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start) \
+            or start <= 0:
+        raise ValueError(f"{key} must be a number > 0 or lin_<number> (rl-zoo's schedule, falling linearly from "
+                         f"that number to 0 over the run, e.g. {'lin_1e-3' if key == 'learning_rate' else 'lin_0.2'})"
+                         f", got {value!r}.")
+    return linear_schedule(start) if isinstance(value, str) else value
 
 
 def build_ppo(env_id: str, hp: Dict, steps: int, seed: int, loggers):
@@ -308,34 +314,143 @@ class EpochPlan(LoggerBase):
         row["rounds"] = row["batch"] - (learner.history[-2]["batch"] if len(learner.history) > 1 else 0)
 
 
-def _trim_metrics(path: Path, epoch: int):
-    "Keep the header and the rows of epochs up to `epoch` (a crash may have logged rows after the checkpoint)."
+def _metrics_to_keep(path: Path, epoch: int) -> Optional[List[List[str]]]:
+    """The header and the rows of epochs up to `epoch` of metrics.csv (a crash may have logged rows
+    after the checkpoint), or None where there is no file; a row that does not start with its epoch
+    number is refused, naming the file."""
     if not path.is_file():
-        return
+        return None
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= epoch]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
+    kept = rows[:1]
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            row_epoch = int(row[0])
+        except ValueError:
+            raise ValueError(f"{path} has a row fastrl-lite did not write (line {line}: {','.join(row)!r}): each row "
+                             "starts with its epoch number. Remove that line (or restore the file) and resume again."
+                             ) from None
+        if row_epoch <= epoch:
+            kept.append(row)
+    return kept
+
+
+# what a run writes into its folder before its first checkpoint: config.json (with these keys),
+# metrics.csv, tb/, best_model.pt and a checkpoint being written (.checkpoint.pt.tmp-PID)
+CONFIG_KEYS = {"algo", "env", "steps", "seed", "threads", "nproc", "preset", "hp", "batches", "eval_every",
+               "eval_episodes", "tensorboard", "effective"}
+EARLY_FILES = {"config.json", "metrics.csv", "tb", "best_model.pt"}
 
 
 def _holds_run(out: Path) -> bool:
-    """Whether `out` holds a run to keep: one that wrote a checkpoint or its weights. A folder with
-    only the config.json of a run that failed before its first epoch ended may be trained into again."""
+    "Whether `out` holds a run to keep: one that wrote a checkpoint or its weights."
     return any((out / name).exists() for name in ("checkpoint.pt", "model.pt"))
 
 
+def _foreign_files(out: Path) -> List[str]:
+    """The entries of the folder `out` that are not those of a fastrl-lite run that failed before its
+    first checkpoint: an empty folder, or such a leftover, may be trained into; anything else in it
+    would be overwritten or mixed into the run."""
+    names = sorted(p.name for p in out.iterdir())
+    foreign = [n for n in names if n not in EARLY_FILES and not (n.startswith(".checkpoint.") and ".tmp-" in n)]
+    if names and not foreign:
+        try:
+            config = json.loads((out / "config.json").read_text())
+            ours = isinstance(config, dict) and set(config) <= CONFIG_KEYS
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            foreign.append("config.json")
+        metrics = out / "metrics.csv"
+        if metrics.exists() and not (metrics.is_file() and metrics.read_text(errors="replace").startswith("epoch,")):
+            foreign.append("metrics.csv")
+    return foreign
+
+
+def _check_out(out: Path, algo: str):
+    "Refuse an --out that is a file, holds a run, or holds files that are not a fastrl-lite run's."
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder for the run.")
+    if not out.exists():
+        return
+    if _holds_run(out):
+        raise ValueError(f"{out} already holds a run; continue it with `fastrl-lite train {algo} --resume {out}` "
+                         "or choose another --out.")
+    foreign = _foreign_files(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ValueError(f"--out {out} already holds files that no fastrl-lite run wrote ({shown}); training there "
+                         "would overwrite them or mix with them. Name a new or empty folder for the run.")
+
+
 def _default_out(algo: str, env_id: str, seed: int) -> Path:
-    "runs/ALGO-ENV-seedSEED, or the first of ...-2, ...-3 that does not hold a run yet."
+    "runs/ALGO-ENV-seedSEED, or the first of ...-2, ...-3 that a new run may be written to."
     base = Path(f"runs/{algo}-{env_id}-seed{seed}")
     out, n = base, 1
-    while _holds_run(out) or out.is_file():
+    while out.exists() and (not out.is_dir() or _holds_run(out) or _foreign_files(out)):
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
 
 
 # ---------------------------------------------------------------- train
+def _usable_cores() -> int:
+    "The CPU cores this process may run on (fewer than the machine's under a CPU affinity mask)."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# --threads beyond this many per core only adds threads waiting for one another (and thousands crash
+# or hang torch's thread pool)
+THREADS_PER_CORE = 4
+
+
+def _check_threads(threads: int):
+    most = THREADS_PER_CORE * _usable_cores()
+    if threads > most:
+        raise ValueError(f"--threads {threads} is more than {THREADS_PER_CORE} per core of the {_usable_cores()} this "
+                         f"process may use ({most}): torch threads beyond the cores only wait for one another, and "
+                         f"thousands crash or hang torch. Give --threads {most} or less (leave it out for the "
+                         "fastest measured setting).")
+
+
+def _check_settings_apply(algo: str, env_id: str, hp: Dict, given):
+    """Refuse a setting given with --hp that the run would not use, rather than ignore it: SAC's gSDE
+    settings without use_sde=true, and PPO's log_std_init (the initial log σ of its Gaussian policy)
+    on an env with discrete actions."""
+    if algo == "sac" and not _flag(hp, "use_sde"):
+        unused = [f"{k}={hp[k]}" for k in GSDE_ONLY if k in given]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} only apply with use_sde=true (gSDE); add --hp use_sde=true, or "
+                             "leave them out.")
+    if algo == "ppo" and "log_std_init" in given:
+        import gymnasium as gym
+        probe, _ = _probe(env_id)
+        space = probe.single_action_space
+        probe.close()
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"log_std_init={hp['log_std_init']} sets the initial log σ of PPO's Gaussian policy, for "
+                             f"continuous (Box) actions; {env_id} has {space} actions, so it would be ignored. Leave "
+                             "it out.")
+
+
+def _training_note(algo: str, hp: Dict) -> Optional[str]:
+    "What a training run says of its settings beyond the preset line: DQN's target updates in both units."
+    if algo == "dqn":
+        return "Target network: hard update " + target_rounds(hp, *collection(hp))[1]
+    return None
+
+
+def _nothing_left(out: Path, done: int, steps: int, steps_given: bool) -> str:
+    "What a resumed run with no gradient round and no env step left to run says: it changes nothing."
+    if steps_given:
+        return (f"{out} has already run {done} env steps, so --steps {steps} adds nothing to it; nothing was changed. "
+                "Give a larger --steps to extend the run.")
+    return (f"{out} is finished: it has run {done} env steps (it was planned for {steps}); nothing was changed. "
+            f"Extend it with a larger --steps, or evaluate it with `fastrl-lite eval {out}`.")
+
+
 def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, out=None, eval_episodes: int = None,
           progress=None, threads: int = None, resume=None, hp: Optional[Dict] = None, preset: Optional[str] = None,
           eval_every: Optional[int] = None, tensorboard: bool = False) -> dict:
@@ -345,7 +460,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     config.json records the values used. A checkpoint is written after every epoch;
     `resume=RUN_DIR` continues that run where it stopped, and a larger `steps` extends it.
     `eval_every` env steps, the greedy policy is evaluated on a separate env and the best weights
-    kept in best_model.pt. Everything is checked before the run folder is made.
+    kept in best_model.pt. Everything is checked before the run folder is made or changed.
 
     Under torchrun (see `fastrl_lite.distributed`) every rank calls `train`: `steps` counts the env
     steps of all ranks together, each rank runs its share with the preset's per-env settings, and
@@ -355,18 +470,23 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     for name, value in (("steps", steps), ("threads", threads), ("eval_every", eval_every)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}.")
+    if threads is not None:
+        _check_threads(threads)
     if eval_episodes is not None and (isinstance(eval_episodes, bool) or not isinstance(eval_episodes, int)
                                       or eval_episodes < 1):
         raise ValueError(f"--eval-episodes must be a whole number >= 1, got {eval_episodes!r}.")
+    for flag, folder in (("--out", out), ("--resume", resume)):
+        if folder is not None and not str(folder).strip():
+            raise ValueError(f"{flag} is empty; name the run folder (e.g. {flag} runs/NAME).")
     distributed.init(backend="gloo")  # the command line trains on the CPU, which NCCL does not serve
     world, main_rank = distributed.world_size(), distributed.is_main()
-    config = None
+    config, steps_given = None, steps is not None
     if resume is not None and out is not None and Path(out) != Path(resume):
         raise ValueError(f"--resume {resume} continues that run in its own folder; drop --out {out} (or copy the "
                          "folder there first and resume the copy).")
     if resume is not None:
         config = distributed.on_main(_resume_config, algo, resume, env_id, steps, seed, hp, preset, eval_every,
-                                     eval_episodes)
+                                     eval_episodes, world)
         env_id, seed, out, used = config["env"], config["seed"], Path(resume), _recorded_hp(config)
         steps = steps or config["steps"]
         threads = threads or config["threads"]
@@ -380,13 +500,11 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         eval_episodes = eval_episodes or 10
         check_env_id(env_id)
         used, said = resolve(algo, env_id, preset, hp)
+        _check_settings_apply(algo, env_id, used, set(hp or {}))
         steps = steps or _whole(used, "n_timesteps", 1)
         used["n_timesteps"] = steps
-        if out is not None and distributed.on_main(_holds_run, Path(out)):
-            raise ValueError(f"{out} already holds a run; continue it with `fastrl-lite train {algo} --resume {out}` "
-                             "or choose another --out.")
-        if out is not None and distributed.on_main(Path(out).exists) and not distributed.on_main(Path(out).is_dir):
-            raise ValueError(f"--out {out} is a file; name a folder for the run.")
+        if out is not None:
+            distributed.on_main(_check_out, Path(out), algo)
         out = Path(out) if out is not None else distributed.on_main(_default_out, algo, env_id, seed)
     if eval_every is not None and eval_every > steps:
         raise ValueError(f"--eval-every {eval_every} is more than the run's {steps} env steps, so no evaluation would "
@@ -403,14 +521,16 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         except ImportError as error:
             raise ValueError(str(error)) from error
     rank_steps = math.ceil(steps / world)  # each rank's share of the env steps
-    learner = _build(algo, env_id, {**used, "n_timesteps": rank_steps} if world > 1 else used, rank_steps, seed,
-                     loggers)
+    rank_hp = {**used, "n_timesteps": rank_steps} if world > 1 else used
+    learner = _build(algo, env_id, rank_hp, rank_steps, seed, loggers)
+    note = _training_note(algo, rank_hp)
+    if note:
+        print(note)
     checkpoint = out / "checkpoint.pt"
+    done, kept_metrics, finishing = 0, None, False
     if resume is not None:
         learner.load(checkpoint)
-        if learner.env_steps > rank_steps:
-            raise ValueError(f"{out} has already run {learner.env_steps} env steps; --steps {steps} would shorten it. "
-                             "A resumed run can only be extended.")
+        done = learner.history[-1]["env_steps"] if world > 1 and learner.history else learner.env_steps
     epochs, batches, last = plan_epochs(learner, rank_steps, config["batches"] if config else None)
     learner.batches = batches
     effective = {}
@@ -419,11 +539,24 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
         effective["learning_starts"] = warmup
         print(f"learning_starts={used['learning_starts']} is more than half of this {rank_steps}-step run, so it "
               f"starts learning after {warmup} env steps (recorded in config.json as effective.learning_starts).")
-    # the stepper's count: the env steps a collector holds back (a rollout's or an n-step window's tail) ran too
+    # the stepper's count: the env steps a collector holds back (an n-step window's tail) ran too
     stepped = learner.stepper.env_steps if learner.stepper is not None else learner.env_steps
-    if resume is not None and learner.epoch >= epochs and stepped < rank_steps:
-        epochs, last = learner.epoch + 1, 0  # no gradient round is left, but env steps are: one pull runs them
-    # everything is checked: the run folder is made from here on, by rank 0 alone
+    # no gradient round is left (vector envs step together, so a run may also end a few env steps past its budget)
+    if resume is not None and (learner.epoch >= epochs or stepped > rank_steps):
+        if stepped < rank_steps:
+            epochs, last = learner.epoch + 1, 0  # env steps are: one pull runs them (into PPO's kept rollout)
+        elif distributed.on_main(lambda: (out / "model.pt").is_file() and (out / "eval.json").is_file()):
+            # already where it was asked to be: say so and change nothing (a resume loop can run it again)
+            if main_rank:
+                print(_nothing_left(out, done, steps, steps_given))
+            result = distributed.on_main(lambda: json.loads((out / "eval.json").read_text()))
+            distributed.shutdown()
+            return result if main_rank else None
+        else:  # stopped after its training but before its weights or evaluation were written: write them
+            finishing = True
+    if resume is not None:
+        kept_metrics = distributed.on_main(_metrics_to_keep, out / "metrics.csv", learner.epoch)
+    # everything is checked: the run folder is made or changed from here on, by rank 0 alone
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(
@@ -431,11 +564,12 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
              "preset": config["preset"] if config else (preset or "default"), "hp": used, "batches": batches,
              "eval_every": eval_every, "eval_episodes": eval_episodes, "tensorboard": tensorboard,
              **({"effective": effective} if effective else {})}, indent=2))
+        if kept_metrics is not None:
+            with open(out / "metrics.csv", "w", newline="") as f:
+                csv.writer(f).writerows(kept_metrics)
     if resume is not None:
-        if main_rank:
-            _trim_metrics(out / "metrics.csv", learner.epoch)
-        done = learner.history[-1]["env_steps"] if world > 1 and learner.history else learner.env_steps
-        print(f"Resuming {out} at epoch {learner.epoch}, env step {done}")
+        print(f"Resuming {out} at epoch {learner.epoch}, env step {done}"
+              + (": its training is done, so only its weights and evaluation are written" if finishing else ""))
     print(f"{epochs} epoch{'s' if epochs > 1 else ''} of {batches} gradient rounds"
           + (f" (the last one {last})" if last != batches else "") + f" over {steps} env steps")
     # rank 0 evaluates during training, for every rank: every eval_every env steps of all ranks together
@@ -443,7 +577,7 @@ def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, ou
     fit = dict(checkpoint_every=1, checkpoint_path=checkpoint, eval_every=evaluating,
                eval_episodes=eval_episodes, best_model_path=out / "best_model.pt" if evaluating else None)
     learner.loggers.insert(0, EpochPlan(epochs, batches, last))
-    if learner.epoch < epochs:
+    if learner.epoch < epochs and not finishing:
         learner.fit(epochs - learner.epoch, **fit)
     for logger in loggers:
         if hasattr(logger, "close"):
@@ -514,8 +648,10 @@ def _read_config(run_dir, what: str = "run folder") -> Dict:
     return config
 
 
-def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every, eval_episodes=None) -> Dict:
-    "The recorded settings of the run in `resume`, or an error if the command asks for other ones."
+def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every, eval_episodes=None, world: int = 1
+                   ) -> Dict:
+    """The recorded settings of the run in `resume`, or an error if the command asks for other ones
+    (or runs on another number of ranks, `world`, than the run was trained on)."""
     config_path = Path(resume) / "config.json"
     config = _read_config(resume, "run folder to resume")
     if not (Path(resume) / "checkpoint.pt").is_file():
@@ -528,11 +664,18 @@ def _resume_config(algo, resume, env_id, steps, seed, hp, preset, eval_every, ev
     if "hp" not in config or "batches" not in config:
         raise ValueError(f"{config_path} was written by an older fastrl-lite without its hyper-parameters; "
                          "start a new run instead.")
+    ranks = config.get("nproc", 1)
+    if ranks != world:
+        command = f"fastrl-lite train {algo} --resume {resume}" + (f" --nproc {ranks}" if ranks > 1 else "")
+        raise ValueError(f"{resume} was trained by a run of {ranks} rank(s) and this run has {world}: each rank's "
+                         "buffer, envs and RNGs are in its checkpoint and cannot be split or merged. Resume it with "
+                         f"{ranks} rank(s): `{command}`" + ("." if ranks > 1 else " (no --nproc, no torchrun)."))
     for flag, given, recorded in (("--env", env_id, config["env"]), ("--seed", seed, config["seed"]),
                                   ("--eval-every", eval_every, config.get("eval_every")),
                                   ("--eval-episodes", eval_episodes, config.get("eval_episodes", eval_episodes))):
         if given is not None and given != recorded:
-            raise ValueError(f"{resume} was trained with {flag} {recorded}; a resumed run keeps it (drop {flag}, "
+            trained = f"with {flag} {recorded}" if recorded is not None else f"without {flag}"
+            raise ValueError(f"{resume} was trained {trained}; a resumed run keeps its settings (drop {flag}, "
                              f"or start a new run with --out).")
     if hp or preset is not None:
         raise ValueError(f"{resume} keeps the hyper-parameters recorded in its config.json; --hp and --preset "
@@ -597,6 +740,17 @@ def show_episode(learner, env_id: str, seed: int) -> float:
     return episode_return
 
 
+def _check_file_to_write(path: Path, flag: str):
+    "Refuse a file to write whose folder cannot be one: a file where the path needs a folder, or `path` a folder."
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; name a file in it.")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"{flag} {path}: {folder} is a file, not a folder; name a file in a folder.")
+            return
+
+
 def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.pt", gif=None,
              progress: Optional[bool] = None, show: bool = False) -> Dict:
     """Load the weights of the run in `run_dir`, run `episodes` greedy episodes (seeds `seed`,
@@ -604,8 +758,15 @@ def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.p
     play one in a window."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"--episodes must be a whole number >= 1, got {episodes!r}.")
+    seed = check_seed(seed)
+    if seed + episodes - 1 > 2 ** 32 - 1:
+        raise ValueError(f"--seed {seed} with --episodes {episodes} would seed the episodes up to "
+                         f"{seed + episodes - 1} (each the next number), past the largest seed 2**32 - 1; give "
+                         f"--seed {2 ** 32 - episodes} or less.")
     if gif is not None and Path(gif).suffix.lower() != ".gif":
         raise ValueError(f"--gif must name a .gif file, got {gif}.")
+    if gif is not None:
+        _check_file_to_write(Path(gif), "--gif")
     if show and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise ValueError("--show needs a display and none is set (no DISPLAY or WAYLAND_DISPLAY); write the episode "
                          "to a file with --gif FILE.gif instead.")
@@ -633,23 +794,31 @@ def evaluate(run_dir, episodes: int = 10, seed: int = 0, weights: str = "model.p
 # ---------------------------------------------------------------- plot
 def _read_curve(run_dir: Path, metric: str):
     import numpy as np
+    path = run_dir / ("returns.csv" if metric == "return" else "metrics.csv")
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no {path.name}" + (" (written when training ends)." if metric == "return"
+                                                          else "."))
+
+    def broken(error):
+        return ValueError(f"{path} holds something other than the numbers fastrl-lite writes "
+                          f"({str(error).rstrip('.')}); restore the file, or leave the run out of the plot.")
     if metric == "return":
-        path = run_dir / "returns.csv"
-        if not path.is_file():
-            raise ValueError(f"{run_dir} has no returns.csv (written when training ends).")
-        with warnings.catch_warnings():  # a run without a finished episode has a header only
-            warnings.simplefilter("ignore", UserWarning)
-            data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        try:
+            with warnings.catch_warnings():  # a run without a finished episode has a header only
+                warnings.simplefilter("ignore", UserWarning)
+                data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        except ValueError as error:
+            raise broken(error) from None
     else:
-        path = run_dir / "metrics.csv"
-        if not path.is_file():
-            raise ValueError(f"{run_dir} has no metrics.csv.")
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         if rows and metric not in rows[0]:
             raise ValueError(f"{path} has no column {metric!r}; its columns: {', '.join(rows[0])}.")
-        data = np.array([(float(r["env_steps"]), float(r[metric])) for r in rows if r[metric] not in ("", "nan")],
-                        dtype=np.float64).reshape(-1, 2)
+        try:
+            data = np.array([(float(r["env_steps"]), float(r[metric])) for r in rows if r[metric] not in ("", "nan")],
+                            dtype=np.float64).reshape(-1, 2)
+        except (ValueError, TypeError, KeyError) as error:  # a value that is not a number, a row short of columns
+            raise broken(error) from None
     if len(data) == 0:
         raise ValueError(f"{run_dir} has no {metric} values to plot yet.")
     return data
@@ -683,6 +852,7 @@ def plot(run_dirs: List, out, metric: str = "return", window: int = 10, spread: 
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {out}.")
+    _check_file_to_write(out, "--out")
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_learning_curves(groups, out, title="Learning curves", window=window if metric == "return" else 1,
                          spread=spread, ylabel=metric)
@@ -765,10 +935,16 @@ def main(argv=None):
         if args.command == "train":
             hp = parse_overrides(args.hp)
             if args.num_envs is not None:
+                if "n_envs" in hp and hp["n_envs"] != args.num_envs:
+                    raise ValueError(f"--num-envs {args.num_envs} and --hp n_envs={hp['n_envs']} set the same setting "
+                                     "to different values; give one of them.")
                 hp["n_envs"] = args.num_envs
             if args.sail:
                 if args.algo != "dqn":
                     raise ValueError(f"--sail is SAIL-DQN's switch; {args.algo} has none.")
+                if "sail" in hp and hp["sail"] is not True:
+                    raise ValueError(f"--sail and --hp sail={hp['sail']} set the same setting to different values; "
+                                     "give one of them.")
                 hp["sail"] = True
             with contextlib.redirect_stdout(open(os.devnull, "w")) if quiet else contextlib.nullcontext():
                 train(args.algo, args.env, args.steps, args.seed, args.out, args.eval_episodes, progress=None,

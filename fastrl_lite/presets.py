@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Dict, Optional, Tuple
 
-__all__ = ["DEFAULTS", "PRESETS", "resolve", "parse_overrides", "preset_names"]
+__all__ = ["DEFAULTS", "PRESETS", "SCHEDULED", "GSDE_ONLY", "resolve", "parse_overrides", "preset_names"]
 
 ZOO = "rl-baselines3-zoo hyperparams/{}.yml, {}"
 
@@ -60,6 +60,12 @@ DEFAULTS: Dict[str, Dict] = {
             "net_arch": [64, 64], "log_std_init": 0.0, "normalize": False, "n_envs": 1, "activation_fn": "tanh",
             "ortho_init": True},
 }
+
+# the settings that take rl-zoo's "lin_<start>" schedules as well as numbers (PPO's builder checks them);
+# every other numeric setting takes numbers only
+SCHEDULED: Dict[str, Tuple[str, ...]] = {"ppo": ("learning_rate", "clip_range", "clip_range_vf")}
+# SAC's settings that act only with gSDE (use_sde=true)
+GSDE_ONLY = ("sde_sample_freq", "log_std_init")
 
 _ZOO_CARTPOLE_DQN = {"n_timesteps": 50_000, "learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000,
                      "learning_starts": 1000, "gamma": 0.99, "target_update_interval": 10, "train_freq": 256,
@@ -222,7 +228,8 @@ def preset_names(algo: str, env_id: str):
 
 def parse_overrides(pairs) -> Dict:
     """`["lr=1e-3", "net_arch=[64,64]"]` → {"lr": 0.001, "net_arch": [64, 64]}: values are read as
-    JSON (numbers, lists, true/false), anything else stays a string."""
+    JSON (numbers, lists, true/false), anything else stays a string. A key given twice with two
+    values is refused (which one was meant?); given twice with the same value, it counts once."""
     out = {}
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
@@ -232,14 +239,18 @@ def parse_overrides(pairs) -> Dict:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = {"True": True, "False": False}.get(text, text)
-        out[key.strip()] = value
+        key = key.strip()
+        if key in out and (type(out[key]) is not type(value) or out[key] != value):
+            raise ValueError(f"--hp gives {key} twice, {key}={out[key]} and {key}={value}; give it once.")
+        out[key] = value
     return out
 
 
 def resolve(algo: str, env_id: str, preset: Optional[str] = None, overrides: Optional[Dict] = None
             ) -> Tuple[Dict, str]:
     """The hyper-parameters a run uses: `algo`'s defaults, then `env_id`'s preset (`preset`, else its
-    "default"), then `overrides`; and a sentence saying which preset it took."""
+    "default"), then `overrides`; and a sentence saying which preset it took. Turning SAC's gSDE off
+    (use_sde=false) on an env whose preset has it on leaves out the preset's gSDE-only settings too."""
     if algo not in DEFAULTS:
         raise ValueError(f"No hyper-parameters for {algo!r}; known: {sorted(DEFAULTS)}.")
     hp = dict(DEFAULTS[algo])
@@ -265,14 +276,18 @@ def resolve(algo: str, env_id: str, preset: Optional[str] = None, overrides: Opt
                          "not both.")
     for key, value in overrides.items():
         default = hp[key]
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
-                isinstance(value, (bool, list, dict)) or (isinstance(value, str) and not value.startswith("lin_"))):
-            raise ValueError(f"{key} must be a number (its default here is {default!r}), got {value!r}"
-                             + ("; a schedule is written lin_<start>, e.g. lin_1e-3." if isinstance(value, str)
-                                else "."))
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and key not in SCHEDULED.get(algo, ()) \
+                and isinstance(value, (bool, list, dict, str)):
+            raise ValueError(f"{key} must be a number (its default here is {default!r}), got {value!r}.")
         if key in targets:  # one unit replaces the other
             hp.update(dict.fromkeys(targets, None))
         hp[key] = value
     if overrides:
         said += "; overridden: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+    if "use_sde" in DEFAULTS[algo] and overrides.get("use_sde") is False and presets \
+            and presets[name]["hp"].get("use_sde") is True:
+        left_out = {k: hp[k] for k in GSDE_ONLY if k not in overrides and hp[k] != DEFAULTS[algo][k]}
+        hp.update({k: DEFAULTS[algo][k] for k in left_out})
+        if left_out:
+            said += "; use_sde=False drops the preset's gSDE-only " + ", ".join(f"{k}={v}" for k, v in left_out.items())
     return hp, said

@@ -70,6 +70,10 @@ def refused(tmp_path, *args, message, algo="dqn"):
     (["--seed", "-1"], "A seed must be a whole number in [0, 2**32 - 1], got -1"),
     (["--env", "ALE/Pong-v5"], "No env of the namespace 'ALE' is registered: install ale-py"),
     (["--hp", "buffer_size=10"], "raise the capacity (max_sz; buffer_size on the command line)"),
+    (["--threads", "100000"], "--threads 100000 is more than 4 per core"),
+    (["--hp", "sail=false", "--sail"], "--sail and --hp sail=False set the same setting to different values"),
+    (["--hp", "n_envs=2", "--num-envs", "1"], "--num-envs 1 and --hp n_envs=2 set the same setting to different"),
+    (["--hp", "n_envs=2", "--hp", "n_envs=3"], "--hp gives n_envs twice, n_envs=2 and n_envs=3; give it once"),
 ])
 def test_bad_settings_are_refused_before_the_run_folder_is_made(tmp_path, args, message):
     refused(tmp_path, *args, message=message)
@@ -78,6 +82,10 @@ def test_bad_settings_are_refused_before_the_run_folder_is_made(tmp_path, args, 
 @pytest.mark.parametrize("args, message", [
     (["--hp", "activation_fn=gelu"], "activation_fn must be one of ['relu', 'tanh'], got 'gelu'"),
     (["--hp", "ortho_init=maybe"], "ortho_init must be true or false, got 'maybe'"),
+    # CartPole's actions are discrete: no Gaussian policy, so no log σ to start from
+    (["--hp", "log_std_init=-1"], "CartPole-v1 has Discrete(2) actions, so it would be ignored"),
+    (["--hp", "clip_range=-1"], "clip_range must be a number > 0 or lin_<number> (rl-zoo's schedule"),
+    (["--hp", "learning_rate=lin_0"], "learning_rate must be a number > 0 or lin_<number>"),
 ])
 def test_bad_ppo_policy_settings_are_refused(tmp_path, args, message):
     refused(tmp_path, *args, message=message, algo="ppo")
@@ -236,7 +244,8 @@ def test_an_env_with_discrete_observations_trains_on_their_one_hot_vectors(tmp_p
     assert (out / "episode.gif").read_bytes()[:3] == b"GIF"
     done = cli("eval", out, "--episodes", 2)
     assert "over 2 greedy episodes" in done.stdout
-    assert "\nepisode 1/2: return" in done.stdout and "█" not in done.stdout  # no bar drawn into a pipe
+    # no bar drawn into a pipe: each episode's line starts with it
+    assert done.stdout.splitlines()[0].startswith("episode 1/2: return") and "█" not in done.stdout
 
 
 def test_an_env_without_a_time_limit_is_evaluated_on_capped_episodes(tmp_path):
@@ -482,3 +491,162 @@ def test_plot_leaves_out_runs_without_episodes_and_counts_a_run_given_twice_once
     assert "Left out" in done.stdout and "(1 run)" in done.stdout, done.stdout
     done = cli("plot", empty, "--out", tmp_path / "q.png", check=False)
     assert done.returncode == 2 and "no return values to plot yet" in done.stderr
+
+
+# ------------------------------------------------------------------ refusals that leave files as they were
+def test_out_refuses_a_folder_of_other_files_and_the_default_skips_one(tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "config.json").write_text('{"my": "settings"}')
+    (proj / "metrics.csv").write_text("important\n")
+    done = cli("train", "dqn", "--out", proj, "--steps", 1100, *SMALL, check=False)
+    assert done.returncode == 2 and "already holds files that no fastrl-lite run wrote (config.json, metrics.csv)" \
+        in done.stderr, done.stderr
+    assert (proj / "config.json").read_text() == '{"my": "settings"}' and (proj / "metrics.csv").read_text() == \
+        "important\n" and sorted(p.name for p in proj.iterdir()) == ["config.json", "metrics.csv"]
+    here = tmp_path / "here"
+    here.mkdir()
+    done = cli("train", "dqn", "--out", "", "--steps", 1100, *SMALL, cwd=here, check=False)
+    assert done.returncode == 2 and "--out is empty" in done.stderr and not any(here.iterdir()), done.stderr
+    # the default folder of a new run is not one that holds someone's files
+    taken = here / "runs" / "dqn-CartPole-v1-seed0"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("mine")
+    cli("train", "dqn", "--steps", 1100, "--eval-episodes", 1, *SMALL, cwd=here)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"] and (here / "runs" / "dqn-CartPole-v1-seed0-2" /
+                                                                   "model.pt").is_file()
+
+
+def test_a_refused_resume_leaves_config_and_metrics_as_they_were(tmp_path, run_dir):
+    out = tmp_path / "M1"
+    out.mkdir()
+    for path in run_dir.iterdir():
+        if path.is_file():
+            (out / path.name).write_bytes(path.read_bytes())
+    with open(out / "metrics.csv", "a") as f:
+        f.write("junk,row\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    done = cli("train", "dqn", "--resume", out, "--steps", 2000, check=False)
+    assert done.returncode == 2 and f"{out / 'metrics.csv'} has a row fastrl-lite did not write" in done.stderr \
+        and "'junk,row'" in done.stderr, done.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path):
+    # three envs step together: a run of 400 env steps ends at 402
+    sac = tmp_path / "S3"
+    cli("train", "sac", "--num-envs", 3, "--steps", 400, "--out", sac, "--eval-episodes", 1, "--threads", 1,
+        "--hp", "net_arch=[16,16]")
+    before = {p.name: p.read_bytes() for p in sac.iterdir()}
+    # a finished run is where it was asked to be: resuming it again (a resume loop) succeeds and changes nothing
+    done = cli("train", "sac", "--resume", sac)
+    assert "is finished: it has run 402 env steps (it was planned for 400); nothing was changed" in done.stdout
+    assert "--steps 400" not in done.stdout, done.stdout
+    done = cli("train", "sac", "--resume", sac, "--steps", 401)
+    assert "has already run 402 env steps, so --steps 401 adds nothing" in done.stdout
+    assert {p.name: p.read_bytes() for p in sac.iterdir()} == before
+    # PPO keeps the rollout its budget cut short (2 envs x 64 steps here): of 600 env steps it runs all 600
+    ppo = tmp_path / "P1"
+    cli("train", "ppo", "--steps", 600, "--out", ppo, "--eval-episodes", 1, "--hp", "n_envs=2", "--hp", "n_steps=64",
+        "--hp", "batch_size=32", "--hp", "net_arch=[16]")
+    assert json.loads((ppo / "eval.json").read_text())["env_steps"] == 600
+    before = {p.name: p.read_bytes() for p in ppo.iterdir()}
+    for _ in range(2):
+        done = cli("train", "ppo", "--resume", ppo)
+        assert "is finished: it has run 600 env steps" in done.stdout, done.stdout
+    assert {p.name: p.read_bytes() for p in ppo.iterdir()} == before
+    # a run stopped after its training but before its evaluation was written gets it, and no epoch more
+    (ppo / "eval.json").unlink()
+    done = cli("train", "ppo", "--resume", ppo)
+    assert "its training is done, so only its weights and evaluation are written" in done.stdout
+    assert json.loads((ppo / "eval.json").read_text())["env_steps"] == 600
+    assert (ppo / "metrics.csv").read_bytes() == before["metrics.csv"]
+    # and a larger budget completes the rollout the first one cut short, then goes on
+    done = cli("train", "ppo", "--resume", ppo, "--steps", 700)
+    assert json.loads((ppo / "eval.json").read_text())["env_steps"] == 700
+
+
+def test_resume_messages_name_the_real_flags(tmp_path, run_dir):
+    done = cli("train", "dqn", "--resume", run_dir, "--eval-every", 500, check=False)
+    assert done.returncode == 2 and "was trained without --eval-every;" in done.stderr and "None" not in \
+        done.stderr, done.stderr
+    # a run trained on two processes (--nproc 2) is resumed on two
+    two = tmp_path / "N2"
+    two.mkdir()
+    for path in run_dir.iterdir():
+        if path.is_file():
+            (two / path.name).write_bytes(path.read_bytes())
+    config = json.loads((two / "config.json").read_text())
+    (two / "config.json").write_text(json.dumps({**config, "nproc": 2}))
+    before = {p.name: p.read_bytes() for p in two.iterdir()}
+    done = cli("train", "dqn", "--resume", two, check=False)
+    assert done.returncode == 2 and f"`fastrl-lite train dqn --resume {two} --nproc 2`" in done.stderr, done.stderr
+    assert "ALGO" not in done.stderr and "RUN_DIR" not in done.stderr
+    assert {p.name: p.read_bytes() for p in two.iterdir()} == before
+
+
+def test_sac_turns_its_presets_gsde_off_and_refuses_gsde_settings_without_it(tmp_path):
+    out = tmp_path / "car"
+    done = cli("train", "sac", "--env", "MountainCarContinuous-v0", "--hp", "use_sde=false", "--steps", 300,
+               "--out", out, "--eval-episodes", 1, "--threads", 1, "--hp", "batch_size=64", "--hp", "net_arch=[16,16]")
+    assert "use_sde=False drops the preset's gSDE-only log_std_init=-3.67" in done.stdout
+    hp = json.loads((out / "config.json").read_text())["hp"]
+    assert hp["use_sde"] is False and hp["log_std_init"] == -3.0 and hp["gamma"] == 0.9999  # the rest of the preset
+    assert "log_std" not in torch.load(out / "model.pt", weights_only=True)["actor"]
+    refused(tmp_path, "--env", "MountainCarContinuous-v0", "--hp", "use_sde=false", "--hp", "log_std_init=-2",
+            algo="sac", message="log_std_init=-2 only apply with use_sde=true (gSDE)")
+
+
+def test_a_schedule_is_suggested_only_where_one_is_taken(tmp_path):
+    for algo in ("dqn", "sac"):
+        done = refused(tmp_path, "--hp", "learning_rate=1e-3x", algo=algo, message="learning_rate must be a number")
+        assert "lin_" not in done.stderr, done.stderr
+        refused(tmp_path, "--hp", "learning_rate=lin_1e-3", algo=algo, message="learning_rate must be a number")
+    for env in ("CartPole-v1", "Pendulum-v1"):  # a preset with a schedule, and one with a number
+        done = refused(tmp_path, "--env", env, "--hp", "learning_rate=1e-3x", algo="ppo",
+                       message="learning_rate must be a number > 0 or lin_<number> (rl-zoo's schedule")
+        assert "e.g. lin_1e-3), got '1e-3x'" in done.stderr, done.stderr
+    done = refused(tmp_path, "--hp", "clip_range=abc", algo="ppo", message="clip_range must be a number")
+    assert "linear_schedule" not in done.stderr and "e.g. lin_0.2" in done.stderr
+
+
+def test_eval_checks_its_seeds_and_gif_folder_first_and_prints_no_training_lines(tmp_path, run_dir):
+    done = cli("eval", run_dir, "--episodes", 2, "--seed", 4294967295, check=False)
+    assert done.returncode == 2 and "would seed the episodes up to 4294967296" in done.stderr and \
+        "give --seed 4294967294 or less" in done.stderr and "episode 1/2" not in done.stdout, done.stdout + done.stderr
+    (tmp_path / "afile").write_text("")
+    done = cli("eval", run_dir, "--episodes", 1, "--gif", tmp_path / "afile" / "x.gif", check=False)
+    assert done.returncode == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in done.stderr and \
+        "episode 1/1" not in done.stdout, done.stdout + done.stderr
+    done = cli("eval", run_dir, "--episodes", 1)
+    assert "Target network" not in done.stdout and "over 1 greedy episodes" in done.stdout, done.stdout
+
+
+def test_plot_names_a_file_it_cannot_read(tmp_path, run_dir):
+    for name, metric in (("returns.csv", "return"), ("metrics.csv", "q_loss")):
+        broken = tmp_path / name.split(".")[0]
+        broken.mkdir()
+        for path in run_dir.iterdir():
+            if path.is_file():
+                (broken / path.name).write_bytes(path.read_bytes())
+        with open(broken / name, "a") as f:
+            f.write("abc,def\n")
+        done = cli("plot", broken, "--metric", metric, "--out", tmp_path / "p.png", check=False)
+        assert done.returncode == 2 and f"{broken / name} holds something other than the numbers" in done.stderr \
+            and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_an_env_whose_module_is_missing_names_the_env_and_the_module(tmp_path, capsys):
+    import gymnasium as gym
+    from fastrl_lite.cli import main
+    gym.register("NeedsAMissingModule-v0", entry_point="fastrl_lite_no_such_module:Env")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "dqn", "--env", "NeedsAMissingModule-v0", "--out", str(tmp_path / "run")])
+    finally:
+        del gym.registry["NeedsAMissingModule-v0"]
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "NeedsAMissingModule-v0 needs the Python module 'fastrl_lite_no_such_module'" \
+        in err and "pip install" in err, err
+    assert not (tmp_path / "run").exists()
