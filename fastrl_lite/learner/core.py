@@ -604,8 +604,9 @@ def _check_world(saved: Dict, path):
     if theirs != mine:
         raise CheckpointError(
             f"{path} was written by a run of {theirs} rank(s) and this run has {mine}: each rank's buffer, envs "
-            f"and RNGs are in the checkpoint and cannot be split or merged. Resume it with {theirs} rank(s): "
-            f"`fastrl-lite train ALGO --resume RUN_DIR --nproc {theirs}`, or torchrun --nproc-per-node {theirs}.")
+            f"and RNGs are in the checkpoint and cannot be split or merged. Load it into the same learner on "
+            f"{theirs} rank(s) (torchrun --nproc-per-node {theirs}; a command-line run: `--resume` it with "
+            f"--nproc {theirs}).")
 
 
 def _leave_shared_out(state: Dict, pipe) -> Dict:
