@@ -16,14 +16,15 @@ from torch import nn
 from torchdata.nodes import IterableWrapper
 
 import fastrl_lite.core as core
-from fastrl_lite import (AgentBase, AgentHead, ActionClip, Collector, GymDataPipe, GymStepper, MinibatchSampler,
-                         NStepper, Pipe, Records, ReplayBuffer, SimpleModelRunner, SimpleStep, StepFieldSelector,
-                         TrainBatch, UniformSampler, Update, evaluating, find_pipe, make_vec_env, register_field,
+from fastrl_lite import (AgentBase, AgentHead, ActionClip, Collector, ExperienceReplay, GymDataPipe, GymStepper,
+                         LossCollector, MinibatchSampler, NStepper, Pipe, Records, ReplayBuffer, SimpleModelRunner,
+                         SimpleStep, SoftTargetUpdater, StepFieldSelector, TargetModelUpdater, TrainBatch,
+                         UniformSampler, Update, evaluating, find_pipe, find_pipes, make_vec_env, register_field,
                          set_seed)
 from fastrl_lite.algos.ddpg import Actor, Critic, DDPGAgent, DDPGLearner, GaussianNoise
-from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner
+from fastrl_lite.algos.dqn import DQN, DQNAgent, DQNLearner, QLoss, QTarget
 from fastrl_lite.core import FieldSpec, env_steps_of, field_spec, replay_fields
-from fastrl_lite.learner import CheckpointError, fused_adam
+from fastrl_lite.learner import CheckpointError, Learner, fused_adam
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_framework import numbered, steps_from  # noqa: E402
@@ -768,3 +769,156 @@ def test_replay_keeps_actor_units_while_the_env_gets_its_bounds():
     rewards = buffer.storage.tensors["reward"][:n]
     # rewarded for the action the env got
     assert torch.allclose(rewards.double(), -(received.double() - 3) ** 2, rtol=0, atol=1e-5)
+
+
+# stages composed by hand: what the update stage and the learner refuse or keep -------------------------
+
+def test_one_optimizer_under_two_loss_keys_or_overlapping_ones_are_refused():
+    critic, actor = two_nets()
+    opt = sgd(critic)
+    with pytest.raises(ValueError, match="losses 'q' and 'pi' step the same parameters"):
+        Update(Losses(q=critic, pi=critic), {"q": opt, "pi": opt})
+    both = torch.optim.SGD(list(critic.parameters()) + list(actor.parameters()), lr=0.1)
+    with pytest.raises(ValueError, match="losses 'q' and 'pi' step the same parameters"):
+        Update(Losses(q=critic, pi=actor), {"q": both, "pi": sgd(actor)})
+
+
+def test_parameters_added_to_an_optimizer_after_the_stage_is_built_are_stepped():
+    critic, extra = two_nets()
+    opt = sgd(critic, lr=0.0)  # nothing moves, so every round's gradient is the same
+    stage = Update(Losses(q=lambda x: critic(x) + extra(x)), {"q": opt})
+    next(stage)
+    opt.add_param_group({"params": list(extra.parameters())})
+    grads = []
+    for _ in range(3):
+        next(stage)
+        grads.append(extra.weight.grad.clone())
+    # the added parameters' gradients are cleared every round with the others, not summed round after round
+    assert torch.equal(grads[0], grads[2])
+
+
+def test_update_settings_that_cannot_work_are_refused_with_the_fix():
+    critic, _ = two_nets()
+    opt = sgd(critic)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau.*StepLR"):
+        Update(Losses(q=critic), {"q": opt}, schedulers={"q": torch.optim.lr_scheduler.ReduceLROnPlateau(opt)})
+    with pytest.raises(ValueError, match=r"Update\(pipe, opt\) steps one optimizer.*Update\(pipe, \{'q': opt\}\)"):
+        Update(Losses(q=critic), opt, schedulers={"q": torch.optim.lr_scheduler.StepLR(opt, 2)})
+    stage = Update(Losses(q=critic), opt, schedulers=torch.optim.lr_scheduler.StepLR(opt, 2))
+    stage.records = Records()
+    next(stage)
+    assert stage.records.gauges == {"lr": 0.1}  # not "None_lr"
+
+    class Vector:
+        def reset(self, initial_state=None):
+            pass
+
+        def __next__(self):
+            batch = TrainBatch(SimpleStep(state=torch.zeros(1)))
+            batch.losses["q"] = critic(torch.ones(4, 3)).pow(2).sum(-1)
+            return batch
+    with pytest.raises(ValueError, match=r"losses\['q'\] has shape \[4\].*\.mean\(\)"):
+        next(LossCollector(Vector()))
+
+
+def test_a_learner_refuses_a_pipeline_whose_update_trains_a_module_it_does_not_hold():
+    actor, critic, dls = ddpg_learner_parts()
+    learner = DDPGLearner(actor, critic, dls, warmup=16, bs=8, batches=5)
+    with pytest.raises(ValueError, match=r"optimizer of loss 'critic' steps parameters that none of the learner's "
+                                         r"models \(model\) holds"):
+        Learner(actor, learner.pipe)
+    Learner({"actor": actor, "critic": critic}, learner.pipe)
+
+
+def ddpg_learner_parts():
+    set_seed(0)
+    actor, critic = Actor(3, 1, 8, 8), Critic(3, 1, 8, 8)
+    return actor, critic, [GymDataPipe(["Pendulum-v1"], agent=DDPGAgent(actor), seed=0)]
+
+
+def test_two_learners_on_one_pipeline_each_record_while_they_fit():
+    model = DQN(4, 2, hidden=(16,))
+    dls = [GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0)]
+    first = DQNLearner(model, dls, batches=10, warmup=16, bs=8, train_every=4, updates=1)
+    Learner(model, first.pipe, collector=first.collector, stepper=first.stepper)
+    row = first.fit(1)[0]
+    assert "q_loss" in row and "epsilon" in row and len(first.episode_returns())
+
+
+def test_target_networks_run_in_eval_mode():
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    learner = DQNLearner(model, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0)], warmup=16, bs=8,
+                         train_every=4, updates=1, batches=5)
+    target = find_pipe(learner.pipe, TargetModelUpdater).target_model
+    learner.fit(1)
+    assert model.training and not target.training
+    actor, critic, dls = ddpg_learner_parts()
+    learner = DDPGLearner(actor, critic, dls, warmup=16, bs=8, batches=5)
+    assert all(not u.target_model.training for u in find_pipes(learner.pipe, SoftTargetUpdater))
+
+
+def test_gauges_are_kept_in_a_checkpoint(tmp_path):
+    model = DQN(4, 2, hidden=(16,))
+    learner = DQNLearner(model, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0)], warmup=16, bs=8,
+                         train_every=4, updates=1, batches=5)
+    learner.fit(1)
+    learner.records.set("custom", 3.0)
+    learner.save(tmp_path / "ckpt.pt")
+    other = DQN(4, 2, hidden=(16,))
+    resumed = DQNLearner(other, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(other), seed=0)], warmup=16, bs=8,
+                         train_every=4, updates=1, batches=5).load(tmp_path / "ckpt.pt")
+    assert resumed.records.gauges == learner.records.gauges and resumed.records.gauges["custom"] == 3.0
+
+
+def test_cycling_a_source_that_stays_exhausted_is_an_error_not_a_hang():
+    cycled = GymDataPipe(["CartPole-v1"], n=3, seed=0).cycle()
+    with pytest.raises(ValueError, match="yields nothing after a restart"):
+        for _ in range(5):
+            next(cycled)
+
+
+def test_a_nan_in_a_stages_own_figure_is_reported_not_refused():
+    class MeanOfNone(Pipe):
+        def next(self):
+            batch = next(self.source)
+            self.record("terminal_target", batch.targets[batch.step.terminated & False].mean())
+            return batch
+    model = DQN(4, 2, hidden=(16,))
+    learner = DQNLearner(model, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0)], warmup=16, bs=8,
+                         train_every=4, updates=1, batches=5)
+    target_stage = find_pipe(learner.pipe, QTarget)
+    loss_stage = find_pipe(learner.pipe, QLoss)
+    loss_stage.source = MeanOfNone(target_stage)
+    loss_stage.source.records = learner.records
+    row = learner.fit(1)[0]
+    assert math.isnan(row["terminal_target"]) and math.isfinite(row["q_loss"])
+
+
+def test_prioritized_replay_needs_a_loss_of_each_sample():
+    model = DQN(4, 2, hidden=(16,))
+    with pytest.raises(ValueError, match="reduction='none'"):
+        DQNLearner(model, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0)], prioritized=True,
+                   loss_func=lambda q, y: ((q - y) ** 2).mean())
+
+
+def test_a_validation_pipeline_of_the_training_envs_is_refused_and_best_models_go_into_new_folders(tmp_path):
+    from fastrl_lite.loggers import plot_returns
+    model = DQN(4, 2, hidden=(16,))
+    train = GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0)
+    learner = DQNLearner(model, [train, train], warmup=16, bs=8, train_every=4, updates=1, batches=5)
+    with pytest.raises(ValueError, match="dls\\[1\\], the validation pipeline, steps the training envs"):
+        learner.validate(1)
+    learner = DQNLearner(model, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=1)], warmup=16, bs=8,
+                         train_every=4, updates=1, batches=5)
+    learner.fit(2, eval_every=20, eval_episodes=1, best_model_path=tmp_path / "new" / "best.pt")
+    assert (tmp_path / "new" / "best.pt").exists()
+    plot_returns(learner.episode_returns(), tmp_path / "pictures" / "returns.png")
+    assert (tmp_path / "pictures" / "returns.png").exists()
+
+
+def test_a_replay_that_would_drop_the_nsteps_of_n_step_transitions_is_refused():
+    replay = ExperienceReplay(GymDataPipe(["CartPole-v1"], nsteps=3, firstlast=True, seed=0), bs=4,
+                              fields=["state", "action", "reward", "next_state", "terminated"])
+    with pytest.raises(ValueError, match="without 'nsteps'.*Add 'nsteps' to fields"):
+        for _ in range(10):
+            next(replay)

@@ -17,7 +17,6 @@ them so, and the agent's `ActionScaler` maps them onto the env's bounds at the e
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from functools import partial
 from typing import Callable, Optional, Sequence, Type
@@ -31,7 +30,7 @@ from ..agents import (ActionClip, ActionUnbatcher, AgentHead, DeterministicAgent
                       ExplorationComparisonLogger, OrnsteinUhlenbeck, RandomStartRunner, check_continuous)
 from ..compat import BasicOptStepper, LossCollector
 from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
-from ..learner import Learner, SoftTargetUpdater, Update, bootstrap_discount, get_target_model
+from ..learner import Learner, target_copy, SoftTargetUpdater, Update, bootstrap_discount, get_target_model
 from ..learner import LossCollector as _LossCollector
 from ..learner.actor_critic import ActorLossProcessor
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
@@ -171,7 +170,7 @@ def DDPGLearner(actor: Actor, critic: Critic, dls: Sequence, logger_bases=None, 
     actor.to(device)
     critic.to(device)
 
-    t_critic, t_actor = (copy.deepcopy(m).requires_grad_(False) for m in (critic, actor))
+    t_critic, t_actor = (target_copy(m) for m in (critic, actor))
     pipe = CriticLossProcessor(collector, critic, actor, t_critic=t_critic, t_actor=t_actor, gamma=gamma,
                                compile=compile)
     pipe = Update(pipe, {"critic": critic_optimizer})

@@ -15,7 +15,6 @@ SAIL-DQN adds the return-to-go G of each transition, computed when its episode e
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable, Optional, Sequence, Tuple, Type
 
 import gymnasium as gym
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from ..agents import AgentBase, AgentHead, DiscreteEpsilonRandomSelect, SimpleModelRunner, StepFieldSelector
 from ..core import SimpleStep, TrainBatch, check_device, check_flag, check_real, check_whole
 from ..envs.returns import EpisodeReturns
-from ..learner import Learner, LossCollector, TargetModelUpdater, Update, bootstrap_discount, get_target_model
+from ..learner import Learner, target_copy, LossCollector, TargetModelUpdater, Update, bootstrap_discount, get_target_model
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
 from ..learner.wiring import check_agent, check_bootstrap, check_gamma, env_pipeline, make_optimizer
 from ..memory import Collector, PrioritizedSampler, PriorityUpdater, ReplayBuffer
@@ -269,6 +268,13 @@ def DQNLearner(model: Optional[nn.Module], dls: Sequence, logger_bases=None, los
     if double and not target:
         raise ValueError("double=True needs a target network: keep target=True.")
     device = check_device(device)
+    if prioritized:
+        try:
+            loss_func(torch.zeros(2), torch.zeros(2), reduction="none")
+        except TypeError as error:
+            raise ValueError(f"prioritized=True weights the loss per sample, so loss_func must take reduction='none' "
+                             f"and return one loss per sample, as torch's losses do (F.smooth_l1_loss, F.mse_loss); "
+                             f"{getattr(loss_func, '__name__', loss_func)!r} does not ({error}).") from error
     sampler = PrioritizedSampler(per_alpha, per_beta0, per_eps, per_beta_rounds) if prioritized else None
     if sail:
         check_sail(sail_alpha, sail_clip)
@@ -285,7 +291,7 @@ def DQNLearner(model: Optional[nn.Module], dls: Sequence, logger_bases=None, los
                           carry_over=sail)
     model.to(device)
 
-    target_model = copy.deepcopy(model).requires_grad_(False) if target else model
+    target_model = target_copy(model) if target else model
     if sail:
         pipe = SAILTarget(collector, target_model, gamma=gamma, alpha=sail_alpha, clip=sail_clip,
                           model=model if double else None, compile=compile)

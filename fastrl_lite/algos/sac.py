@@ -24,7 +24,6 @@ SACLearner's parameters carry Stable-Baselines3's and rl-zoo's names and default
 """
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from typing import Optional, Sequence, Type, Union
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 
 from ..agents import ActionScaler, AgentBase, AgentHead, StepFieldSelector, check_continuous
 from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole, register_field
-from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
+from ..learner import Learner, target_copy, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
 from ..learner.wiring import (burst_rounds, check_actor_critic_sizes, check_actor_kind, check_agent,
                               check_bootstrap, check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
 from ..memory import Collector, ReplayBuffer
@@ -324,7 +323,7 @@ def SACLearner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     for module in (actor, critics, entropy):
         module.to(device)
 
-    t_critics = copy.deepcopy(critics).requires_grad_(False)
+    t_critics = target_copy(critics)
     pipe = SoftTwinCriticLoss(collector, critics, t_critics, actor, entropy, gamma)
     pipe = Update(pipe, {"critic": critic_optimizer})
     pipe = SACActorLoss(pipe, actor, critics, entropy)

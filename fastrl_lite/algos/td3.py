@@ -20,7 +20,6 @@ rl-zoo's names and defaults.
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional, Sequence, Type, Union
 
 import gymnasium as gym
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 
 from ..agents import AgentHead, DeterministicAgent, action_noise, check_continuous
 from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
-from ..learner import Learner, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
+from ..learner import Learner, target_copy, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
 from ..learner.actor_critic import ActorLossProcessor
 from ..learner.wiring import (burst_rounds, check_actor_critic_sizes, check_actor_kind, check_agent,
                               check_bootstrap, check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
@@ -156,7 +155,7 @@ def TD3Learner(actor: nn.Module, critics: Union[TwinCritic, Sequence[nn.Module]]
     actor.to(device)
     critics.to(device)
 
-    t_critics, t_actor = (copy.deepcopy(m).requires_grad_(False) for m in (critics, actor))
+    t_critics, t_actor = (target_copy(m) for m in (critics, actor))
     pipe = TwinCriticLoss(collector, critics, t_critics, t_actor, gamma, target_policy_noise, target_noise_clip)
     pipe = Update(pipe, {"critic": critic_optimizer})
     pipe = ActorLossProcessor(pipe, critics.q1, actor, every=policy_delay)

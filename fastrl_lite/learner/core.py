@@ -84,9 +84,8 @@ class Learner:
                                  "ProgressBarLogger(), ...), or has its before_fit, after_epoch and after_fit methods.")
         self.rolling, self.name, self.check_finite = rolling, name or type(self).__name__, check_finite
         self.records = Records()
-        for node in pipe_graph(pipe):
-            if isinstance(node, Pipe):
-                node.records = self.records
+        self._adopt()
+        self._check_models_hold_what_is_trained()
         self.collector = collector if collector is not None else find_pipe(pipe, Collector, required=False)
         self.stepper = stepper if stepper is not None else find_pipe(pipe, GymStepper, required=False)
         self.epoch = 0
@@ -99,6 +98,27 @@ class Learner:
         self._unfinished: Optional[Dict[str, float]] = None
         # during-training evaluation: latest mean and std, best mean, env step of the next one
         self.evaluation: Dict[str, float] = {}
+
+    def _check_models_hold_what_is_trained(self):
+        """Every parameter an `Update` in the pipeline steps must belong to one of the learner's models,
+        which are what `save`, `load` and `weights` keep."""
+        from .update import Update
+        held = {id(p) for m in self.models.values() for p in m.parameters()}
+        for node in pipe_graph(self.pipe):
+            if isinstance(node, Update):
+                for key, opt in node.optimizers.items():
+                    if any(id(p) not in held for g in opt.param_groups for p in g["params"]):
+                        raise ValueError(
+                            f"The optimizer of loss {key!r} steps parameters that none of the learner's models "
+                            f"({', '.join(self.models)}) holds, so save, load and weights would leave them out: give "
+                            "the learner every module it trains, e.g. Learner({'actor': actor, 'critic': critic}, "
+                            "pipe).")
+
+    def _adopt(self):
+        "Point every stage at this learner's record bus (again at each fit: a pipeline may serve several)."
+        for node in pipe_graph(self.pipe):
+            if isinstance(node, Pipe):
+                node.records = self.records
 
     @property
     def env_steps(self) -> int:
@@ -153,6 +173,7 @@ class Learner:
             self._start_ranks()
             if not distributed.is_main():
                 eval_every = None  # rank 0 evaluates, and alone writes best_model_path
+        self._adopt()
         loggers = self.loggers if not ranks or distributed.is_main() else \
             [logger for logger in self.loggers if getattr(logger, "every_rank", False)]
         for logger in loggers:
@@ -250,6 +271,7 @@ class Learner:
                                next=(self.env_steps // eval_every + 1) * eval_every)
         if best_model_path is not None and result["mean"] > self.evaluation.get("best", -math.inf):
             self.evaluation["best"] = result["mean"]
+            Path(best_model_path).parent.mkdir(parents=True, exist_ok=True)
             torch.save(self.weights(), best_model_path)
 
     def _iterate(self, iterable, hook: str, loggers):
@@ -276,11 +298,14 @@ class Learner:
         returns = self.episode_returns()
         row = {"epoch": epoch, "batch": self.batch, "env_steps": self.env_steps, "episodes": self.episodes,
                "rolling_reward": float(returns[-self.rolling:, 1].mean()) if len(returns) else math.nan}
+        # losses and what loss stages report are checked; another stage's own figures may be NaN (a mean over none)
+        reported = {name for n in pipe_graph(self.pipe) for name in getattr(n, "reports", ())}
         for name in self.records.series:
             values = self.records.since_mark(name)
             if len(values):
-                finite = torch.isfinite(values)
-                if self.check_finite and not bool(finite.all()):
+                checked = self.check_finite and (name.endswith("_loss") or name in reported)
+                if checked and not bool(torch.isfinite(values).all()):
+                    finite = torch.isfinite(values)
                     first = int(self.batch - len(values) + int((~finite).nonzero()[0]) + 1)
                     key = name[:-len("_loss")] if name.endswith("_loss") else name
                     stages = [type(n).__name__ for n in pipe_graph(self.pipe)
@@ -320,6 +345,10 @@ class Learner:
             raise ValueError(f"validate needs a whole number of episodes >= 1, got {episodes!r}.")
         if len(self.dls) > 1 and env_ids is None:
             stepper = find_pipe(self.dls[1], GymStepper)
+            if stepper is self.stepper:
+                raise ValueError("dls[1], the validation pipeline, steps the training envs: validating would play "
+                                 "their episodes and move their counts. Build a separate one (its own GymDataPipe), "
+                                 "or give no dls[1] and validate makes a fresh env.")
             self._check_validation_env(stepper.env, "The validation pipeline's env")
         else:
             if self.stepper is None or self.stepper.agent is None:
@@ -384,7 +413,7 @@ class Learner:
 
     # ------------------------------------------------------------------ weights
     def _obs_normalizer(self):
-        stage = find_pipe(self.dls[0], NormalizeObservation, required=False) if self.dls else None
+        stage = find_pipe(self.dls[0] if self.dls else self.pipe, NormalizeObservation, required=False)
         return stage.normalizer if stage is not None else None
 
     def weights(self) -> Dict:
@@ -438,7 +467,8 @@ class Learner:
                 "epoch": self.epoch, "batch": self.batch, "history": self.history, "evaluation": self.evaluation,
                 "unfinished_epoch": self._unfinished,
                 "records": {"series": {k: v.values().cpu() for k, v in self.records.series.items()},
-                            "lists": self.records.lists, "marks": self.records._marks}}
+                            "lists": self.records.lists, "marks": self.records._marks,
+                            "gauges": dict(self.records.gauges)}}
 
     def save(self, path) -> Path:
         """Write a checkpoint atomically: to a temporary file in the same folder, flushed to disk,
@@ -548,6 +578,7 @@ class Learner:
         for name, values in state["records"]["lists"].items():
             self.records.lists[name] = list(values)
         self.records._marks = dict(state["records"]["marks"])
+        self.records.gauges.update(state["records"].get("gauges", {}))
 
     def _check_meta(self, saved: Dict, path):
         mine = self._meta()

@@ -36,6 +36,9 @@ class LossCollector(Pipe):
         records = self.records if self.records is not None else self.history
         for name, loss in batch.losses.items():
             key = self._keys.get(name) or self._keys.setdefault(name, f"{name}_loss")
+            if loss.dim():
+                raise ValueError(f"losses[{name!r}] has shape {list(loss.shape)}; a loss is one number per round: "
+                                 "reduce it in its stage (.mean(), or the loss function's reduction='mean').")
             records.add(key, loss.detach())
         return batch
 
@@ -53,10 +56,10 @@ class LossCollector(Pipe):
         return ax
 
 
-def _make_target(model: nn.Module) -> nn.Module:
-    target = copy.deepcopy(model)
-    target.requires_grad_(False)
-    return target
+def target_copy(model: nn.Module) -> nn.Module:
+    """A target network: a copy of `model` without gradients, in eval mode, so batch-norm layers use
+    the running statistics the updates copy over and dropout is off (as SB3 runs its targets)."""
+    return copy.deepcopy(model).requires_grad_(False).eval()
 
 
 class TargetModelUpdater(Pipe):
@@ -68,7 +71,7 @@ class TargetModelUpdater(Pipe):
     def __init__(self, source, model: nn.Module, target_sync: int = 300, target_model: Optional[nn.Module] = None):
         super().__init__(source)
         self.model, self.target_sync = model, check_whole(target_sync, "target_sync")
-        self.target_model = target_model if target_model is not None else _make_target(model)
+        self.target_model = target_model if target_model is not None else target_copy(model)
         self.rounds = 0
 
     def update_target(self):

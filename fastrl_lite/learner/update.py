@@ -19,8 +19,13 @@ def _per_loss(value, keys, name: str, default=None) -> Dict:
     "A setting given once for every loss, or per loss key (a key left out takes `default`)."
     if isinstance(value, Mapping):
         unknown = set(value) - set(keys)
+        if unknown and keys == [None]:
+            raise ValueError(f"{name} names losses {sorted(unknown, key=str)}, but Update(pipe, opt) steps one "
+                             "optimizer for the batch's only loss: give the setting as a plain value, or the optimizer "
+                             f"by loss key, Update(pipe, {{{next(iter(unknown))!r}: opt}}).")
         if unknown:
-            raise ValueError(f"{name} names losses {sorted(unknown)} this Update does not step; it steps {list(keys)}.")
+            raise ValueError(f"{name} names losses {sorted(unknown, key=str)} this Update does not step; it steps "
+                             f"{list(keys)}.")
         return {k: value.get(k, default) for k in keys}
     return {k: value for k in keys}
 
@@ -56,13 +61,24 @@ class Update(Pipe):
         if not isinstance(optimizers, Mapping) or not optimizers:
             raise TypeError("Update takes an optimizer, or a dict from loss key to optimizer, "
                             "e.g. Update(pipe, {'critic': critic_opt}).")
+        owner = {}  # parameter -> the loss key whose optimizer steps it
         for key, opt in optimizers.items():
             if not isinstance(opt, torch.optim.Optimizer):
                 raise TypeError(f"Update's optimizer for {key!r} is a {type(opt).__name__}, not a torch optimizer.")
+            for p in (p for g in opt.param_groups for p in g["params"]):
+                if owner.setdefault(p, key) != key:
+                    raise ValueError(f"The optimizers of losses {owner[p]!r} and {key!r} step the same parameters, so "
+                                     "each round would step them twice. Give one optimizer one loss key (sum the two "
+                                     "losses in one stage), or build the optimizers on separate parameters.")
         keys = list(optimizers)
         clip = _per_loss(clip_grad_norm, keys, "clip_grad_norm")
         every = _per_loss(every, keys, "every", default=1)
         schedulers = _per_loss(schedulers or {}, keys, "schedulers")
+        for key, scheduler in schedulers.items():
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                raise ValueError(f"The scheduler for {key!r} is a ReduceLROnPlateau, which steps on a metric; Update "
+                                 "steps its schedulers once per optimizer step, without one. Step it yourself from a "
+                                 "logger's after_epoch, or use a schedule of the step count (StepLR, LambdaLR, ...).")
         for key in keys:
             if clip[key] is not None and not clip[key] > 0:
                 raise ValueError(f"clip_grad_norm must be > 0 (or None to not clip), got {clip[key]} for {key!r}.")
@@ -70,11 +86,15 @@ class Update(Pipe):
                 raise ValueError(f"every must be a whole number of rounds >= 1, got {every[key]} for {key!r}.")
         self.optimizers, self.clip_grad_norm, self.every = dict(optimizers), clip, every
         self.schedulers, self.scaler = schedulers, scaler
-        # per loss: (key, optimizer, its parameters, clip, every, scheduler), the lists made once
-        self._entries = [(key, opt, [p for g in opt.param_groups for p in g["params"]], clip[key], int(every[key]),
-                          schedulers[key]) for key, opt in optimizers.items()]
-        self._lr_keys = {key: f"{key}_lr" for key in keys}
+        self._make_entries()
+        self._lr_keys = {key: "lr" if key is None else f"{key}_lr" for key in keys}
         self.rounds = 0
+
+    def _make_entries(self):
+        "Per loss: (key, optimizer, its parameters, clip, every, scheduler), the lists made once per set of groups."
+        self._entries = [(key, opt, [p for g in opt.param_groups for p in g["params"]], self.clip_grad_norm[key],
+                          int(self.every[key]), self.schedulers[key]) for key, opt in self.optimizers.items()]
+        self._groups = [(opt, len(opt.param_groups)) for opt in self.optimizers.values()]
         self._reducers = None  # decided on the first round: {due keys: GradientAllReduce}, or False with one rank
 
     def _loss(self, batch: TrainBatch, key):
@@ -86,11 +106,16 @@ class Update(Pipe):
         loss = batch.losses.get(key)
         if loss is None:
             raise KeyError(f"Update wants loss {key!r}, the batch has {list(batch.losses)}; put the loss stage "
-                           "that makes it upstream.")
+                           "that makes it upstream (for a stage that makes it only every k-th round, give Update "
+                           f"every={{{key!r}: k}}).")
         return loss
 
     def next(self) -> TrainBatch:
         batch = next(self.source)
+        for opt, groups in self._groups:
+            if len(opt.param_groups) != groups:  # opt.add_param_group since the last round: step those too
+                self._make_entries()
+                break
         rounds = self.rounds + 1
         due = [e for e in self._entries if rounds % e[4] == 0] if len(self._entries) > 1 or \
             self._entries[0][4] > 1 else self._entries

@@ -1,6 +1,7 @@
 """Pictures of training: the returns of one run, and learning curves across seeds."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -30,6 +31,7 @@ def plot_returns(episode_returns: np.ndarray, path=None, title: str = "Episode r
     ax.set(title=title, xlabel="env steps", ylabel="return")
     ax.legend()
     if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         ax.figure.savefig(path, dpi=100, bbox_inches="tight")
     return ax
 
@@ -98,5 +100,6 @@ def plot_learning_curves(runs: Dict[str, Sequence[np.ndarray]], path=None, title
     ax.set(title=title, xlabel=xlabel, ylabel=f"{ylabel} (mean, {describe}{smoothing})")
     ax.legend()
     if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         ax.figure.savefig(path, dpi=100, bbox_inches="tight")
     return ax

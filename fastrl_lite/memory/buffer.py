@@ -75,6 +75,10 @@ class TensorStorage:
 
     def _allocate(self, step: SimpleStep):
         kept = self._kept(step)
+        if getattr(step, "nsteps", None) is not None and "nsteps" not in kept:
+            raise ValueError(f"The steps are n-step transitions (they carry nsteps), but this buffer keeps fields "
+                             f"{list(self.fields)} without 'nsteps': the TD targets would discount their summed "
+                             "rewards' bootstrap by γ instead of γ^k. Add 'nsteps' to fields.")
         if not kept:
             raise ValueError(f"None of the step's fields {sorted(step.fields())} is stored by this buffer "
                              f"(fields={self.fields}).")

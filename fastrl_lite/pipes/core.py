@@ -85,10 +85,12 @@ class Cycler(Pipe):
             raise ValueError(f"cycle(count=) must be >= 1 (or None to repeat forever), got {count}.")
         self.count = count
         self.passes = 1
+        self._restarted = False  # restarted and nothing came since
 
     def reset(self, initial_state=None):
         super().reset(initial_state)
         self.passes = initial_state["passes"] if initial_state else 1
+        self._restarted = False
 
     def get_state(self):
         return {**super().get_state(), "passes": self.passes}
@@ -96,11 +98,18 @@ class Cycler(Pipe):
     def next(self):
         while True:
             try:
-                return next(self.source)
+                item = next(self.source)
+                self._restarted = False
+                return item
             except StopIteration:
                 if self.count is not None and self.passes >= self.count:
                     raise
+                if self._restarted:
+                    raise ValueError(f"cycle(): {type(self.source).__name__} yields nothing after a restart (a "
+                                     "GymStepper at its cap n stays exhausted), so cycling it would never end; "
+                                     "cycle a source that rewinds, or drop the cap.") from None
                 self.passes += 1
+                self._restarted = True
                 self.source.reset()
 
 
