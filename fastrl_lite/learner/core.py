@@ -150,8 +150,8 @@ class Learner:
         A finite pipeline (`GymDataPipe(..., n=...)`) that runs out ends `fit` and sets `exhausted`
         (an evaluation due by then still runs); when that leaves fewer epochs than asked for, `fit`
         prints where the data ended. An epoch it cut short still gives its row, of the rounds it ran;
-        an epoch without a round or an env step gives none. A `fit` on a pipeline that had already
-        run out is refused.
+        an epoch without a round or an env step gives none. A `fit` after one that ran out is refused
+        (until a checkpoint is loaded): `while not learner.exhausted: learner.fit(1)` trains to the end.
         An epoch whose losses hold a NaN/inf raises FloatingPointError (see `check_finite`) without
         counting the epoch; its records are left out of the next row, so once the cause is fixed
         (weights and optimizer state restored, say) `fit` trains on."""
@@ -164,6 +164,8 @@ class Learner:
             raise ValueError(f"eval_every must be a whole number of env steps >= 1, got {eval_every!r}.")
         if eval_every is not None and (not _whole(eval_episodes) or eval_episodes < 1):
             raise ValueError(f"eval_episodes must be a whole number >= 1, got {eval_episodes!r}.")
+        if self.exhausted:  # a fit before this one ran out of data
+            raise ValueError(self._exhausted_message())
         if eval_every is not None:
             self.evaluation.setdefault("mean", math.nan)
             self.evaluation.setdefault("std", math.nan)
@@ -179,7 +181,7 @@ class Learner:
         for logger in loggers:
             logger.before_fit(self, epochs)
         rows, cut_short = [], False  # cut_short: the data ended inside the last epoch
-        self.interrupted = self.exhausted = False
+        self.interrupted = False
         previous_handler = self._catch_interrupt(ranks)
         try:
             for _ in self._iterate(range(epochs), "wrap_epochs", loggers):
@@ -205,8 +207,6 @@ class Learner:
                 seconds = spent + time.perf_counter() - start_time
                 ran = continued or self.batch > start_batch or self.env_steps > start_steps
                 if self.exhausted and not ran:
-                    if not rows:
-                        raise ValueError(self._exhausted_message())
                     break  # the data ended with the epoch before: no epoch without a round or an env step
                 cut_short = self.exhausted
                 if self.interrupted:
@@ -569,6 +569,7 @@ class Learner:
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.epoch, self.batch, self.history = state["epoch"], state["batch"], list(state["history"])
+        self.exhausted = False  # the pipeline is back where the checkpoint was taken
         self.evaluation = dict(state.get("evaluation", {}))
         self._unfinished = state.get("unfinished_epoch")
         self.records.clear()
