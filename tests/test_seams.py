@@ -922,3 +922,12 @@ def test_a_replay_that_would_drop_the_nsteps_of_n_step_transitions_is_refused():
     with pytest.raises(ValueError, match="without 'nsteps'.*Add 'nsteps' to fields"):
         for _ in range(10):
             next(replay)
+
+
+def test_validating_on_a_validation_pipeline_plays_whole_episodes_from_the_same_starts():
+    model = DQN(4, 2, hidden=(16,))
+    valid = GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=5, num_envs=4)
+    learner = DQNLearner(model, [GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0), valid], warmup=16,
+                         bs=8, train_every=4, updates=1, batches=5)
+    first, again = learner.validate(2), learner.validate(2)
+    assert first == again  # no episode is carried over from one call into the next

@@ -198,9 +198,16 @@ class GymStepper(Pipe):
         elif self._obs is None:
             self._start()
 
-    def _start(self):
+    def restart(self, seed: Optional[int] = None):
+        """Start every env's episode afresh from a reset, seeded with `seed` when given: `validate`
+        starts each evaluation on a validation pipeline this way, so it plays whole episodes of the
+        current policy from the same starts every time."""
+        self._start(None if seed is None else check_seed(seed))
+
+    def _start(self, seed: Optional[int] = None):
         # seed once: a restart must not replay episodes; each rank of a data-parallel run its own seed
-        seed = rank_seed(self.seed) if self.env_steps == 0 else None
+        if seed is None:
+            seed = rank_seed(self.seed) if self.env_steps == 0 else None
         obs, _ = self.env.reset(seed=seed)
         if seed is not None:
             self.env.action_space.seed(seed)

@@ -336,7 +336,8 @@ class Learner:
     def validate(self, episodes: int = 10, seed: int = 10_000, env_ids=None) -> Dict:
         """Run the greedy policy (model in eval mode, so exploration is off) for `episodes` episodes;
         returns {'mean', 'std', 'returns'}. Uses the validation pipeline `dls[1]` when the learner has
-        one, else a fresh single env seeded with `seed`, made the way the training envs are (the same
+        one (its envs restarted from a reset seeded with its seed, else `seed`, at every call), else a
+        fresh single env seeded with `seed`, made the way the training envs are (the same
         id, arguments and wrappers), or of `env_ids`. An env whose observation or action space is not
         the training env's is refused before it steps. A validation pipeline capped at `n` env steps
         runs at most `n` env steps per call, and says so if its episodes do not finish within them.
@@ -350,6 +351,7 @@ class Learner:
                                  "their episodes and move their counts. Build a separate one (its own GymDataPipe), "
                                  "or give no dls[1] and validate makes a fresh env.")
             self._check_validation_env(stepper.env, "The validation pipeline's env")
+            stepper.restart(stepper.seed if stepper.seed is not None else seed)  # whole episodes, the same starts
         else:
             if self.stepper is None or self.stepper.agent is None:
                 raise RuntimeError("validate needs a pipeline whose GymStepper has an agent.")
