@@ -931,3 +931,18 @@ def test_validating_on_a_validation_pipeline_plays_whole_episodes_from_the_same_
                          bs=8, train_every=4, updates=1, batches=5)
     first, again = learner.validate(2), learner.validate(2)
     assert first == again  # no episode is carried over from one call into the next
+
+
+def test_a_td_target_stage_with_another_gamma_than_the_n_step_merging_upstream_is_refused():
+    from fastrl_lite.algos.ddpg import CriticLossProcessor
+    model = DQN(4, 2, hidden=(16,))
+    merged = ExperienceReplay(GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), nsteps=3, firstlast=True,
+                                          gamma=0.5, seed=0), bs=4)
+    with pytest.raises(ValueError, match=r"QTarget\(gamma=0.99\) but the n-step merging upstream of it discounts "
+                                         r"its rewards with gamma=0.5"):
+        QTarget(merged, model)
+    QTarget(merged, model, gamma=0.5)
+    actor, critic, _ = ddpg_learner_parts()
+    with pytest.raises(ValueError, match=r"CriticLossProcessor\(gamma=0.99\).*gamma=0.5"):
+        CriticLossProcessor(ExperienceReplay(GymDataPipe(["Pendulum-v1"], nsteps=2, firstlast=True, gamma=0.5),
+                                             bs=4), critic, actor)

@@ -35,7 +35,8 @@ from ..learner import LossCollector as _LossCollector
 from ..learner.actor_critic import ActorLossProcessor
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
 from ..learner.wiring import (check_actor_critic_sizes, check_actor_kind, check_agent, check_bootstrap,
-                              check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
+                              check_bounded_actions, check_gamma, check_stage_gamma, env_pipeline,
+                              make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import (Actor, Critic, ddpg_conv2d_block, init_kaiming_normal_weights,
                     init_uniform_weights, init_xavier_uniform_weights)
@@ -99,8 +100,7 @@ class CriticLossProcessor(Pipe):
                  t_actor: Optional[nn.Module] = None, loss: Callable = F.mse_loss, gamma: float = 0.99,
                  compile: CompileArg = False):
         super().__init__(source)
-        if not 0 <= gamma <= 1:
-            raise ValueError(f"gamma must lie in [0, 1], got {gamma}.")
+        gamma = check_stage_gamma(source, gamma, "CriticLossProcessor")
         self.critic, self.actor, self.loss, self.gamma = critic, actor, loss, gamma
         self.t_critic = _target_of(critic, source, t_critic)
         self.t_actor = _target_of(actor, source, t_actor)

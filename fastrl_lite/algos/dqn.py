@@ -27,7 +27,8 @@ from ..core import SimpleStep, TrainBatch, check_device, check_flag, check_real,
 from ..envs.returns import EpisodeReturns
 from ..learner import Learner, target_copy, LossCollector, TargetModelUpdater, Update, bootstrap_discount, get_target_model
 from ..learner.compiling import CompileArg, compile_options, maybe_compile
-from ..learner.wiring import check_agent, check_bootstrap, check_gamma, env_pipeline, make_optimizer
+from ..learner.wiring import (check_agent, check_bootstrap, check_gamma, check_stage_gamma, env_pipeline,
+                              make_optimizer)
 from ..memory import Collector, PrioritizedSampler, PriorityUpdater, ReplayBuffer
 from ..nets import DQN, DuelingHead, flat_only
 from ..pipes import Pipe, pipe_to_device
@@ -46,7 +47,7 @@ class QTarget(Pipe):
                  compile: CompileArg = False):
         super().__init__(source)
         self.target_model = get_target_model(target_model, source)
-        self.gamma = check_gamma(gamma, type(self).__name__)
+        self.gamma = check_stage_gamma(source, gamma, type(self).__name__)
         self._targets = maybe_compile(self.targets, compile)
 
     def targets(self, step: SimpleStep) -> Tensor:

@@ -36,7 +36,8 @@ from ..agents import ActionScaler, AgentBase, AgentHead, StepFieldSelector, chec
 from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole, register_field
 from ..learner import Learner, target_copy, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
 from ..learner.wiring import (burst_rounds, check_actor_critic_sizes, check_actor_kind, check_agent,
-                              check_bootstrap, check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
+                              check_bootstrap, check_bounded_actions, check_gamma, check_stage_gamma, env_pipeline,
+                              make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import SquashedGaussianActor, SquashedGSDEActor, TwinCritic
 from ..pipes import Pipe, find_pipe, pipe_to_device
@@ -184,7 +185,7 @@ class SoftTwinCriticLoss(Pipe):
                  ent_coef: EntropyCoefficient, gamma: float = 0.99):
         super().__init__(source)
         self.critics, self.t_critics, self.actor, self.ent_coef = critics, t_critics, actor, ent_coef
-        self.gamma = check_gamma(gamma, "SoftTwinCriticLoss")
+        self.gamma = check_stage_gamma(source, gamma, "SoftTwinCriticLoss")
 
     def targets(self, step: SimpleStep) -> Tensor:
         next_action, next_log_prob = self.actor.sample(step.next_state)

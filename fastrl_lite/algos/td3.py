@@ -31,7 +31,8 @@ from ..core import SimpleStep, TrainBatch, check_device, check_real, check_whole
 from ..learner import Learner, target_copy, LossCollector, SoftTargetUpdater, Update, bootstrap_discount
 from ..learner.actor_critic import ActorLossProcessor
 from ..learner.wiring import (burst_rounds, check_actor_critic_sizes, check_actor_kind, check_agent,
-                              check_bootstrap, check_bounded_actions, check_gamma, env_pipeline, make_optimizer)
+                              check_bootstrap, check_bounded_actions, check_gamma, check_stage_gamma, env_pipeline,
+                              make_optimizer)
 from ..memory import Collector, ReplayBuffer
 from ..nets import TwinCritic
 from ..pipes import Pipe, pipe_to_device
@@ -66,7 +67,7 @@ class TwinCriticLoss(Pipe):
         super().__init__(source)
         _check_smoothing(policy_noise, noise_clip)
         self.critics, self.t_critics, self.t_actor = critics, t_critics, t_actor
-        self.gamma = check_gamma(gamma, "TwinCriticLoss")
+        self.gamma = check_stage_gamma(source, gamma, "TwinCriticLoss")
         self.policy_noise, self.noise_clip = policy_noise, noise_clip
 
     def smoothed_actions(self, next_state: Tensor) -> Tensor:

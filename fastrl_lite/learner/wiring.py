@@ -13,9 +13,9 @@ from ..agents import ActionScaler, check_continuous
 from ..core import check_whole, evaluating
 from ..envs import GymStepper, NStepper
 from ..nets import check_state_size
-from ..pipes import find_pipe
+from ..pipes import find_pipe, find_pipes
 
-__all__ = ["env_pipeline", "check_gamma", "check_bootstrap", "check_agent", "check_bounded_actions",
+__all__ = ["env_pipeline", "check_gamma", "check_stage_gamma", "check_bootstrap", "check_agent", "check_bounded_actions",
            "check_actor_critic_sizes", "check_actor_kind", "burst_rounds", "make_optimizer"]
 
 
@@ -41,6 +41,17 @@ def check_gamma(gamma, algo: str) -> float:
     if not isinstance(gamma, numbers.Real) or isinstance(gamma, bool) or not 0 <= gamma <= 1 or math.isnan(gamma):
         raise ValueError(f"{algo}(gamma={gamma!r}): the discount must lie in [0, 1] (0.99 is usual).")
     return float(gamma)
+
+
+def check_stage_gamma(source, gamma, stage: str) -> float:
+    """A TD-target stage's γ, checked to lie in [0, 1] and to be the γ that n-step merging upstream of
+    it (`NStepper`) discounts its rewards with: the bootstrap is γ^k, so one γ must serve both."""
+    gamma = check_gamma(gamma, stage)
+    for nstepper in find_pipes(source, NStepper) if source is not None else ():
+        if nstepper.gamma != gamma:
+            raise ValueError(f"{stage}(gamma={gamma}) but the n-step merging upstream of it discounts its rewards "
+                             f"with gamma={nstepper.gamma}; give both the same gamma (GymDataPipe(..., gamma=...)).")
+    return gamma
 
 
 def check_bootstrap(nstepper: Optional[NStepper], nsteps: int, gamma: float, algo: str):
