@@ -38,6 +38,10 @@ def test_learning_curve_stats_default_grid_covers_only_common_steps_and_smooths(
     np.testing.assert_allclose(smoothed["curves"][0], [1, 2, 4])
     with pytest.raises(ValueError, match="no common env steps"):
         learning_curve_stats([np.array([[0, 1.0], [1, 1.0]]), np.array([[5, 1.0], [6, 1.0]])])
+    with pytest.raises(ValueError, match="No runs were given"):
+        learning_curve_stats([])
+    with pytest.raises(ValueError, match="at least one finished episode"):
+        learning_curve_stats([early, np.empty((0, 2))])
     with pytest.raises(ValueError, match="spread"):
         learning_curve_stats([early], spread="iqr")
 

@@ -56,7 +56,10 @@ def learning_curve_stats(runs: Sequence[np.ndarray], grid: Optional[np.ndarray] 
     `'minmax'` (the range across runs). Returns {'grid', 'mean', 'lower', 'upper', 'curves'}.
     """
     runs = [np.asarray(run, dtype=np.float64).reshape(-1, 2) for run in runs]
-    if not runs or any(len(run) == 0 for run in runs):
+    if not runs:
+        raise ValueError("No runs were given: pass a list of runs, each the rows (env_step, return) of "
+                         "Learner.episode_returns().")
+    if any(len(run) == 0 for run in runs):
         raise ValueError("Every run needs at least one finished episode (rows of (env_step, return)).")
     if window < 1:
         raise ValueError(f"window must be >= 1 episode, got {window}.")
