@@ -946,3 +946,34 @@ def test_a_td_target_stage_with_another_gamma_than_the_n_step_merging_upstream_i
     with pytest.raises(ValueError, match=r"CriticLossProcessor\(gamma=0.99\).*gamma=0.5"):
         CriticLossProcessor(ExperienceReplay(GymDataPipe(["Pendulum-v1"], nsteps=2, firstlast=True, gamma=0.5),
                                              bs=4), critic, actor)
+
+
+class Lasting(gym.Env):
+    "Episodes of `length` steps, reward 1 a step."
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length):
+        self.length = length
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, np.float32), 1.0, self.t >= self.length, False, {}
+
+
+def test_a_validation_over_several_envs_takes_each_envs_share_of_the_episodes():
+    model = DQN(1, 2, hidden=(8,))
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    train = GymStepper(gym.vector.SyncVectorEnv([lambda: Lasting(3)], autoreset_mode=same_step), DQNAgent(model),
+                       seed=0)
+    valid = GymStepper(gym.vector.SyncVectorEnv([lambda: Lasting(1), lambda: Lasting(5)], autoreset_mode=same_step),
+                       DQNAgent(model), seed=1)
+    learner = DQNLearner(model, [train, valid], warmup=16, bs=8, train_every=4, updates=1, batches=5)
+    result = learner.validate(4)
+    # two episodes of each env, not the first four to finish (all of the one-step env's)
+    assert sorted(result["returns"]) == [1.0, 1.0, 5.0, 5.0] and result["mean"] == 3.0

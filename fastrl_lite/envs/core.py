@@ -198,6 +198,10 @@ class GymStepper(Pipe):
         elif self._obs is None:
             self._start()
 
+    def finished_per_env(self) -> np.ndarray:
+        "How many episodes each env has finished (since its envs were last reset from the start)."
+        return self._episode_n.copy() if self._obs is not None else np.zeros(self.num_envs, dtype=np.int64)
+
     def restart(self, seed: Optional[int] = None):
         """Start every env's episode afresh from a reset, seeded with `seed` when given: `validate`
         starts each evaluation on a validation pipeline this way, so it plays whole episodes of the

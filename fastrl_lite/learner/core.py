@@ -341,6 +341,8 @@ class Learner:
         id, arguments and wrappers), or of `env_ids`. An env whose observation or action space is not
         the training env's is refused before it steps. A validation pipeline capped at `n` env steps
         runs at most `n` env steps per call, and says so if its episodes do not finish within them.
+        With several envs each gives its share of the episodes, (episodes + i) // n_envs for env i
+        (as SB3's `evaluate_policy`), so short episodes, which finish first, do not crowd out long ones.
         The agent's state (its noise process, its step counts) is the same afterwards as before."""
         if not _whole(episodes) or episodes < 1:
             raise ValueError(f"validate needs a whole number of episodes >= 1, got {episodes!r}.")
@@ -382,17 +384,26 @@ class Learner:
         budget, ran = stepper.n, 0
         agent = stepper.agent
         agent_state = copy.deepcopy(agent.state_dict()) if hasattr(agent, "state_dict") else None
+        # each env gives its share of the episodes, (episodes + i) // n_envs (SB3's evaluate_policy), so the
+        # result does not lean towards the short episodes that several envs finish first
+        wanted = np.array([(episodes + i) // stepper.num_envs for i in range(stepper.num_envs)])
+        kept, counted = [], np.zeros(stepper.num_envs, dtype=np.int64)
         try:
             with evaluating(stepper.agent.model):
-                while len(stepper.records.values("episode_return")) < episodes:
+                while len(kept) < episodes:
                     if budget is not None and ran >= budget:
-                        done = len(stepper.records.values("episode_return"))
                         raise ValueError(f"The validation pipeline is capped at n={budget} env steps, in which "
-                                         f"{done} of {episodes} episodes finished; build it with a larger n (or "
+                                         f"{len(kept)} of {episodes} episodes finished; build it with a larger n (or "
                                          "none), or validate fewer episodes.")
+                    before, seen = stepper.finished_per_env(), len(stepper.records.values("episode_return"))
                     stepper.step()
                     ran += stepper.num_envs
-            returns = np.array([r for _, r in stepper.records.values("episode_return")[:episodes]])
+                    ended = np.nonzero(stepper.finished_per_env() != before)[0]  # in env order, as recorded
+                    for env, (_, ret) in zip(ended, stepper.records.values("episode_return")[seen:]):
+                        if counted[env] < wanted[env]:
+                            counted[env] += 1
+                            kept.append(ret)
+            returns = np.array(kept)
         finally:
             stepper.records = records
             if agent_state is not None:
