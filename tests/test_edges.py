@@ -563,3 +563,17 @@ def test_ppo_counts_the_env_steps_of_a_rollout_the_cap_cut_short_and_completes_i
     resumed.fit(20)
     assert resumed.env_steps == 200 and resumed.batch == straight.batch
     assert all(torch.equal(v, policy.state_dict()[k]) for k, v in policy2.state_dict().items())
+
+
+def test_normalised_observations_the_agent_does_not_act_on_are_refused():
+    from fastrl_lite.envs.normalize import NormalizeObservation, ObservationNormalizer
+    model = DQN(4, 2)
+    stepper = GymDataPipe(["CartPole-v1"], agent=DQNAgent(model), seed=0)
+    with pytest.raises(ValueError, match="DQNLearner: dls\\[0\\] normalises observations.*PPODataPipe"):
+        DQNLearner(model, [NormalizeObservation(stepper, ObservationNormalizer((4,)))])
+    env = make_vec_env("CartPole-v1")
+    policy = ActorCriticPolicy(env.single_observation_space, env.single_action_space)
+    raw = GymDataPipe(["CartPole-v1"], agent=PPOAgent(policy), seed=0)  # its agent reads no normaliser
+    with pytest.raises(ValueError, match="does not act on them with the same normaliser"):
+        PPOLearner(policy, [NormalizeObservation(raw, ObservationNormalizer((4,)))], n_steps=32, batch_size=16)
+    PPOLearner(policy, [PPODataPipe("CartPole-v1", policy, normalize_obs=True)], n_steps=32, batch_size=16)

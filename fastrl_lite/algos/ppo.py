@@ -239,10 +239,17 @@ def PPOLearner(policy: ActorCriticPolicy, dls: Sequence, logger_bases=None, lear
     if getattr(stepper.agent, "model", None) is not policy:
         raise ValueError("dls[0]'s agent runs a different network than the policy given to PPOLearner, so training "
                          "would never change how it acts; build the env pipeline with PPODataPipe(env_id, policy).")
-    if find_pipe(stepper.agent, PolicySampler, required=False) is None:
+    sampler = find_pipe(stepper.agent, PolicySampler, required=False)
+    if sampler is None:
         raise ValueError("dls[0]'s agent does not sample from the policy: PPO trains on each step's log-probability "
                          "and value, which PPOAgent(policy) records. Build the env pipeline with "
                          "PPODataPipe(env_id, policy).")
+    normalizing = find_pipe(dls[0], NormalizeObservation, required=False)
+    if normalizing is not None and getattr(sampler.normalize, "__self__", None) is not normalizing.normalizer:
+        raise ValueError("dls[0] normalises observations (NormalizeObservation), but its agent does not act on "
+                         "them with the same normaliser, so it would act on other numbers than it learns from. "
+                         "Build the env pipeline with PPODataPipe(env_id, policy, normalize_obs=True), which shares "
+                         "one normaliser between the two.")
     _check_policy(policy, stepper.env)
     gamma = check_gamma(gamma, "PPOLearner")
     if isinstance(gae_lambda, bool) or not isinstance(gae_lambda, numbers.Real) or not 0 <= gae_lambda <= 1:

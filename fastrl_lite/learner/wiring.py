@@ -12,6 +12,7 @@ from torch import nn
 from ..agents import ActionScaler, check_continuous
 from ..core import check_whole, evaluating
 from ..envs import GymStepper, NStepper
+from ..envs.normalize import NormalizeObservation
 from ..nets import check_state_size
 from ..pipes import find_pipe, find_pipes
 
@@ -34,6 +35,10 @@ def env_pipeline(dls, algo: str, agent_hint: str) -> Tuple[GymStepper, Optional[
         raise ValueError(f"{algo}: dls[0]'s agent ({type(stepper.agent).__name__}) has no `model`, the network it "
                          f"runs, so {algo} cannot check that it trains that network; build it with {agent_hint}, or "
                          "give your agent a `model` attribute (AgentHead(..., model=...)).")
+    if find_pipe(dls[0], NormalizeObservation, required=False) is not None:
+        raise ValueError(f"{algo}: dls[0] normalises observations (NormalizeObservation), but {algo}'s agent acts "
+                         "on the raw ones, so it would act on other numbers than it learns from. Leave the stage "
+                         "out; normalised observations are PPO's (PPODataPipe(..., normalize_obs=True)).")
     return stepper, find_pipe(dls[0], NStepper, required=False)
 
 
