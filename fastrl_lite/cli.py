@@ -407,9 +407,10 @@ THREADS_PER_CORE = 4
 
 
 def _check_threads(threads: int):
-    most = THREADS_PER_CORE * _usable_cores()
+    cores = _usable_cores()
+    most = THREADS_PER_CORE * cores
     if threads > most:
-        raise ValueError(f"--threads {threads} is more than {THREADS_PER_CORE} per core of the {_usable_cores()} this "
+        raise ValueError(f"--threads {threads} is more than {THREADS_PER_CORE} per core of the {cores} this "
                          f"process may use ({most}): torch threads beyond the cores only wait for one another, and "
                          f"thousands crash or hang torch. Give --threads {most} or less (leave it out for the "
                          "fastest measured setting).")

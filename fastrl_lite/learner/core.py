@@ -304,8 +304,8 @@ class Learner:
             values = self.records.since_mark(name)
             if len(values):
                 checked = self.check_finite and (name.endswith("_loss") or name in reported)
-                if checked and not bool(torch.isfinite(values).all()):
-                    finite = torch.isfinite(values)
+                finite = torch.isfinite(values) if checked else None
+                if checked and not bool(finite.all()):
                     first = int(self.batch - len(values) + int((~finite).nonzero()[0]) + 1)
                     key = name[:-len("_loss")] if name.endswith("_loss") else name
                     stages = [type(n).__name__ for n in pipe_graph(self.pipe)

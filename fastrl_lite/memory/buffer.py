@@ -84,8 +84,13 @@ class TensorStorage:
                              f"(fields={self.fields}).")
         shapes = {k: ((self.max_sz, *v.shape[1:]), v.dtype) for k, v in kept.items()}
         check_memory(shapes, self.device, f"{type(self).__name__}(max_sz={self.max_sz})")
-        self.tensors = {k: torch.empty(shape, dtype=dtype, device=self.device) for k, (shape, dtype) in shapes.items()}
-        self._bytes = tuple(k for k, v in self.tensors.items() if v.dtype == torch.uint8)
+        self._hold({k: torch.empty(shape, dtype=dtype, device=self.device) for k, (shape, dtype) in shapes.items()})
+
+    def _hold(self, tensors: Dict[str, Tensor]):
+        "Take `tensors` as the storage, noting its uint8 fields; a write works out its plan anew."
+        self.tensors = tensors
+        self._bytes = tuple(k for k, v in tensors.items() if v.dtype == torch.uint8)
+        self._plan = None
 
     def _make_plan(self):
         "What a write needs per field, worked out once instead of on every env step."
@@ -169,17 +174,14 @@ class TensorStorage:
     def load_state_dict(self, state: Dict[str, Tensor]):
         self.check_state(state)
         if state and not self.tensors:
-            self.tensors = {k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
-                            for k, v in state.items()}
-            self._bytes = tuple(k for k, v in self.tensors.items() if v.dtype == torch.uint8)
-            self._plan = None
+            self._hold({k: torch.empty((self.max_sz, *v.shape[1:]), dtype=v.dtype, device=self.device)
+                        for k, v in state.items()})
         for k, v in state.items():
             self.tensors[k][:len(v)] = v.to(self.device)
 
     def to(self, device):
         self.device = torch.device(device)
-        self.tensors = {k: v.to(self.device) for k, v in self.tensors.items()}
-        self._plan = None
+        self._hold({k: v.to(self.device) for k, v in self.tensors.items()})
         return self
 
 
