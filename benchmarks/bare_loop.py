@@ -37,7 +37,8 @@ and optimizers, and the same schedule of env steps and gradient rounds as `fastr
   targets (τ 0.005); the three optimizers Adam(lr 1e-3, fused).
 
 Each run is a fresh subprocess (this script re-invoked with --worker) calling
-`torch.set_num_threads(--threads)`; runs alternate fastrl_lite, bare, fastrl_lite, bare, ...
+`torch.set_num_threads(--threads)`, with subnormal floats flushed to zero in both, as
+`Learner.fit` flushes them; runs alternate fastrl_lite, bare, fastrl_lite, bare, ...
 Timing covers training only (construction excluded): wall clock and process CPU time. The
 printed ratio is fastrl_lite's env steps per second over the bare loop's (target >= 0.95).
 """
@@ -48,7 +49,7 @@ import json
 import os
 import platform
 import time
-from harness import cpu_model, emit_run, fastrl_lite_run, run_worker
+from harness import cpu_model, emit_run, fastrl_lite_run, run_worker, set_threads
 
 TARGET_RATIO = 0.95
 ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1", "td3": "Pendulum-v1", "sac": "Pendulum-v1"}
@@ -491,8 +492,7 @@ def bare_sac(steps: int, seed: int) -> dict:
 
 
 def worker(lib: str, algo: str, steps: int, seed: int, threads: int):
-    import torch
-    torch.set_num_threads(threads)
+    set_threads(lib, threads)  # both flush subnormals: the bare loops do fastrl_lite's maths
     if lib == "fastrl_lite":
         result = fastrl_lite_run(algo, ENVS[algo], steps, seed)
     else:

@@ -43,7 +43,7 @@ import os
 import time
 from pathlib import Path
 
-from harness import collect, emit, greedy_returns, start_worker
+from harness import PEERS_FLUSH_HELP, collect, emit, greedy_returns, set_threads, start_worker
 
 SETTINGS = {
     ("td3", "LunarLanderContinuous-v3"): dict(
@@ -226,13 +226,13 @@ def main():
                         help="save each run here every --save-every env steps, and continue from there when the "
                              "same command is started again")
     parser.add_argument("--save-every", type=int, default=25_000)
+    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = SETTINGS[args.algo, args.env]
     steps = args.steps or settings["steps"]
     if args.worker:
-        import torch
-        torch.set_num_threads(args.threads)
+        set_threads(args.worker, args.threads, args.peers_flush_denormal)
         state = (Path(args.state_dir) / f"{args.worker}-seed{args.seeds[0]}") if args.state_dir else None
         if args.worker == "fastrl_lite":
             result = run_fastrl_lite(args.algo, args.env, settings, steps, args.seeds[0], args.episodes,
@@ -247,7 +247,7 @@ def main():
         return
     if args.state_dir:
         run = {"algo": args.algo, "env": args.env, "steps": steps, "seeds": args.seeds, "threads": args.threads,
-               "sde": args.sde, "save_every": args.save_every}
+               "sde": args.sde, "save_every": args.save_every, "peers_flush_denormal": args.peers_flush_denormal}
         record = Path(args.state_dir) / "run.json"
         if record.exists() and json.loads(record.read_text()) != run:
             raise SystemExit(f"{args.state_dir} holds another run ({record.read_text()}); "
@@ -263,8 +263,8 @@ def main():
     for seed in args.seeds:
         workers = []
         for lib in args.libs:
-            extra = (["--sde"] if args.sde else []) + (
-                ["--state-dir", args.state_dir, "--save-every", args.save_every] if args.state_dir else [])
+            extra = ((["--sde"] if args.sde else []) + (["--peers-flush-denormal"] if args.peers_flush_denormal else [])
+                     + (["--state-dir", args.state_dir, "--save-every", args.save_every] if args.state_dir else []))
             workers.append(start_worker(__file__, [args.algo, args.env, "--worker", lib, "--steps", steps,
                                                    "--seeds", seed, "--threads", args.threads,
                                                    "--episodes", args.episodes, *extra]))

@@ -25,7 +25,7 @@ import json
 import os
 import platform
 import time
-from harness import cpu_model, emit, run_worker
+from harness import PEERS_FLUSH_HELP, cpu_model, emit, run_worker, set_threads
 
 ENV_ID = "CartPole-v1"
 EVAL_SEED = 10_000
@@ -106,9 +106,9 @@ def run_sb3(steps: int, seed: int, episodes: int) -> dict:
             "eval_mean": float(returns.mean()), "eval_std": float(returns.std()), "eval_returns": returns.tolist()}
 
 
-def worker(lib: str, steps: int, seed: int, threads: int, episodes: int):
+def worker(lib: str, steps: int, seed: int, threads: int, episodes: int, peers_flush: bool = False):
     import torch
-    torch.set_num_threads(threads)
+    set_threads(lib, threads, peers_flush)
     runner = {"fastrl_lite": run_fastrl_lite, "sb3": run_sb3}[lib]
     result = runner(steps, seed, episodes)
     result.update(lib=lib, seed=seed, threads=torch.get_num_threads(),
@@ -120,9 +120,9 @@ def worker(lib: str, steps: int, seed: int, threads: int, episodes: int):
 # ---------------------------------------------------------------------------------------------- driver
 
 
-def spawn(lib: str, steps: int, seed: int, threads: int, episodes: int) -> dict:
+def spawn(lib: str, steps: int, seed: int, threads: int, episodes: int, peers_flush: bool = False) -> dict:
     return run_worker(__file__, ["--worker", lib, "--steps", steps, "--seeds", seed, "--threads", threads,
-                                 "--eval-episodes", episodes])
+                                 "--eval-episodes", episodes] + (["--peers-flush-denormal"] if peers_flush else []))
 
 
 def summarize(results, seeds):
@@ -164,12 +164,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every run (default 1)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="greedy evaluation episodes (default 10)")
     parser.add_argument("--json", default=None, help="also write every run's result to this JSON file")
+    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
     parser.add_argument("--worker", choices=LIBS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.threads < 1 or args.eval_episodes < 1:
         parser.error("--steps, --threads and --eval-episodes must be positive")
     if args.worker:
-        return worker(args.worker, args.steps, args.seeds[0], args.threads, args.eval_episodes)
+        return worker(args.worker, args.steps, args.seeds[0], args.threads, args.eval_episodes,
+                      args.peers_flush_denormal)
 
     import gymnasium
     import stable_baselines3
@@ -179,11 +181,12 @@ def main(argv=None):
           f"torch {torch.__version__}, gymnasium {gymnasium.__version__}, fastrl_lite {fastrl_lite.__version__}, "
           f"stable-baselines3 {stable_baselines3.__version__}")
     print(f"DQN on {ENV_ID}: {args.steps} env steps, seeds {args.seeds}, torch.set_num_threads({args.threads}), "
+          f"SB3 {'with' if args.peers_flush_denormal else 'without'} subnormals flushed, "
           f"greedy eval over {args.eval_episodes} episodes; load average {os.getloadavg()[0]:.2f}", flush=True)
     results = []
     for seed in args.seeds:
         for lib in LIBS:  # fastrl_lite, SB3, fastrl_lite, SB3, ...
-            r = spawn(lib, args.steps, seed, args.threads, args.eval_episodes)
+            r = spawn(lib, args.steps, seed, args.threads, args.eval_episodes, args.peers_flush_denormal)
             print(f"{lib:<12} seed {seed}: greedy return {r['eval_mean']:6.1f} ± {r['eval_std']:5.1f}, "
                   f"{r['seconds']:6.1f} s ({r['cpu_seconds']:.1f} s CPU), {r['steps_per_s']:6.0f} env steps/s "
                   f"({r['env_steps']} steps, {r['gradient_rounds']} gradient rounds, {r['threads']} thread(s))",
@@ -193,7 +196,8 @@ def main(argv=None):
     summary = summarize(results, args.seeds)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": args.steps, "seeds": args.seeds, "threads": args.threads, "runs": results,
+            json.dump({"steps": args.steps, "seeds": args.seeds, "threads": args.threads,
+                       "peers_flush_denormal": args.peers_flush_denormal, "runs": results,
                        "mean_ratio": summary["mean_ratio"], "mean_cpu_ratio": summary["mean_cpu_ratio"]}, f, indent=2)
 
 

@@ -11,6 +11,21 @@ import sys
 import tempfile
 
 PREFIX = "RESULT "
+# The float mode each side trains in. fastrl_lite flushes subnormal floats to zero (`Learner.fit` and
+# `fastrl-lite train` do: fastrl_lite.core.flushed_denormals), and the bare loops, which do the same
+# maths, flush them too; SB3 and TorchRL train as they ship, unless `--peers-flush-denormal` gives
+# them the same mode, which shows how much of a speed ratio the mode accounts for.
+FLUSHING = ("fastrl_lite", "bare")
+PEERS_FLUSH_HELP = "flush subnormal floats in the peers' runs too, as fastrl_lite does (default: as they ship)"
+
+
+def set_threads(lib: str, threads: int, peers_flush: bool = False):
+    """A worker's torch threads and float mode: the mode first, so that torch's worker threads, which
+    start later and take the mode of the thread that starts them, run in it too."""
+    import torch
+    if lib in FLUSHING or peers_flush:
+        torch.set_flush_denormal(True)
+    torch.set_num_threads(threads)
 
 
 def cpu_model() -> str:

@@ -37,7 +37,7 @@ import json
 import os
 import platform
 import time
-from harness import emit_run, fastrl_lite_run, run_worker
+from harness import PEERS_FLUSH_HELP, emit_run, fastrl_lite_run, run_worker, set_threads
 
 ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1"}
 TARGETS = {"dqn": 1.5, "ddpg": 1.2}
@@ -168,9 +168,8 @@ def torchrl_ddpg(steps: int, seed: int) -> dict:
             "last_returns": sum(returns[-10:]) / max(1, len(returns[-10:]))}
 
 
-def worker(lib: str, algo: str, steps: int, seed: int, threads: int):
-    import torch
-    torch.set_num_threads(threads)
+def worker(lib: str, algo: str, steps: int, seed: int, threads: int, peers_flush: bool = False):
+    set_threads(lib, threads, peers_flush)
     if lib == "fastrl_lite":
         result = fastrl_lite_run(algo, ENVS[algo], steps, seed)
     else:
@@ -187,11 +186,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
     parser.add_argument("--worker", nargs=2, metavar=("LIB", "ALGO"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.worker[0], args.worker[1], args.steps, args.seed, args.threads)
+        return worker(args.worker[0], args.worker[1], args.steps, args.seed, args.threads, args.peers_flush_denormal)
     import torch
     import torchrl
     import fastrl_lite
@@ -204,7 +204,8 @@ def main(argv=None):
         for repeat in range(args.repeats):
             for lib in LIBS:
                 r = run_worker(__file__, ["--worker", lib, algo, "--steps", steps, "--seed", args.seed,
-                                          "--threads", args.threads])
+                                          "--threads", args.threads]
+                               + (["--peers-flush-denormal"] if args.peers_flush_denormal else []))
                 results.append(r)
                 print(f"{algo:4s} {lib:12s} run {repeat}: {r['seconds']:6.1f} s wall, {r['cpu_seconds']:6.1f} s CPU, "
                       f"{r['env_steps']} env steps, {r['gradient_rounds']} rounds, {r['steps_per_s']:7.0f} env "

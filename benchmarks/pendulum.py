@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from harness import build_learner, emit, greedy_returns, run_worker
+from harness import PEERS_FLUSH_HELP, build_learner, emit, greedy_returns, run_worker, set_threads
 
 ENV_ID = "Pendulum-v1"
 
@@ -66,9 +66,8 @@ def run_sb3(algo: str, steps: int, seed: int, episodes: int):
     return model.num_timesteps, seconds, cpu_seconds, returns
 
 
-def worker(algo: str, lib: str, steps: int, seed: int, threads: int, episodes: int):
-    import torch
-    torch.set_num_threads(threads)
+def worker(algo: str, lib: str, steps: int, seed: int, threads: int, episodes: int, peers_flush: bool = False):
+    set_threads(lib, threads, peers_flush)
     env_steps, seconds, cpu_seconds, returns = (run_fastrl_lite if lib == "fastrl_lite" else run_sb3)(
         algo, steps, seed, episodes)
     emit({"lib": lib, "seed": seed, "threads": threads, "env_steps": env_steps, "seconds": seconds,
@@ -86,21 +85,24 @@ def main(algo: str, script: str):
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--libs", nargs="+", default=["fastrl_lite", "sb3"], choices=["fastrl_lite", "sb3"])
     parser.add_argument("--json", default=None, help="also write every run's result to this file")
+    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(algo, args.worker, args.steps, args.seeds[0], args.threads, args.episodes)
+        worker(algo, args.worker, args.steps, args.seeds[0], args.threads, args.episodes, args.peers_flush_denormal)
         return
     results = []
     for seed in args.seeds:
         for lib in args.libs:
             result = run_worker(script, ["--worker", lib, "--steps", args.steps, "--seeds", seed,
-                                           "--threads", args.threads, "--episodes", args.episodes])
+                                           "--threads", args.threads, "--episodes", args.episodes]
+                                + (["--peers-flush-denormal"] if args.peers_flush_denormal else []))
             results.append(result)
             print(f"{lib:12s} seed {seed}: greedy {result['greedy_mean']:8.1f}  "
                   f"{result['steps_per_s']:6.1f} env steps/s  ({result['seconds']:.1f} s wall, "
                   f"{result['cpu_seconds']:.1f} s CPU)", flush=True)
-    print(f"\n{algo.upper()}: {args.steps} env steps, {args.threads} torch thread(s), greedy return over "
+    print(f"\n{algo.upper()}: {args.steps} env steps, {args.threads} torch thread(s), SB3 "
+          f"{'with' if args.peers_flush_denormal else 'without'} subnormals flushed, greedy return over "
           f"{args.episodes} episodes")
     speed, cpu = {}, {}
     for lib in args.libs:

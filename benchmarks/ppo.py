@@ -42,7 +42,7 @@ import math
 import os
 import platform
 import time
-from harness import cpu_model, emit, run_worker
+from harness import PEERS_FLUSH_HELP, cpu_model, emit, run_worker, set_threads
 
 EVAL_SEED = 10_000
 LIBS = ("fastrl_lite", "sb3", "bare")
@@ -286,10 +286,10 @@ def bare_ppo(env_id: str, steps: int, seed: int, episodes: int) -> dict:
             "returns": returns}
 
 
-def worker(lib: str, env_id: str, steps: int, seed: int, threads: int, episodes: int):
+def worker(lib: str, env_id: str, steps: int, seed: int, threads: int, episodes: int, peers_flush: bool = False):
     import numpy as np
     import torch
-    torch.set_num_threads(threads)
+    set_threads(lib, threads, peers_flush)
     runner = {"fastrl_lite": run_fastrl_lite, "sb3": run_sb3, "bare": bare_ppo}[lib]
     result = runner(env_id, steps, seed, episodes)
     returns = np.array(result["returns"])
@@ -341,12 +341,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every run (default 1)")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--json", default=None, help="also write every run's result to this JSON file")
+    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
     parser.add_argument("--worker", choices=LIBS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if (args.steps is not None and args.steps < 1) or args.threads < 1 or args.eval_episodes < 1:
         parser.error("--steps, --threads and --eval-episodes must be positive")
     if args.worker:
-        return worker(args.worker, args.envs[0], args.steps, args.seeds[0], args.threads, args.eval_episodes)
+        return worker(args.worker, args.envs[0], args.steps, args.seeds[0], args.threads, args.eval_episodes,
+                      args.peers_flush_denormal)
 
     import gymnasium
     import stable_baselines3
@@ -355,7 +357,7 @@ def main(argv=None):
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; python {platform.python_version()}, "
           f"torch {torch.__version__}, gymnasium {gymnasium.__version__}, fastrl_lite {fastrl_lite.__version__}, "
           f"stable-baselines3 {stable_baselines3.__version__}; torch.set_num_threads({args.threads}); "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"SB3 {'with' if args.peers_flush_denormal else 'without'} subnormals flushed; load average {os.getloadavg()[0]:.2f}", flush=True)
     results, summaries = [], {}
     for env_id in args.envs:
         steps = args.steps or int(settings(env_id)["n_timesteps"])
@@ -366,7 +368,8 @@ def main(argv=None):
         for seed in seeds:
             for lib in args.libs:  # fastrl_lite, SB3, bare, fastrl_lite, ...
                 r = run_worker(__file__, ["--worker", lib, "--envs", env_id, "--steps", steps, "--seeds", seed,
-                                          "--threads", args.threads, "--eval-episodes", args.eval_episodes])
+                                          "--threads", args.threads, "--eval-episodes", args.eval_episodes]
+                               + (["--peers-flush-denormal"] if args.peers_flush_denormal else []))
                 print(f"{lib:<12} seed {seed}: greedy {r['eval_mean']:8.1f} ± {r['eval_std']:6.1f}, {r['seconds']:7.1f} s "
                       f"({r['cpu_seconds']:.1f} s CPU), {r['steps_per_s']:6.0f} env steps/s ({r['env_steps']} steps, "
                       f"{r['gradient_rounds']} gradient rounds)", flush=True)
@@ -376,7 +379,8 @@ def main(argv=None):
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": results, "ratios": summaries, "threads": args.threads}, f, indent=2)
+            json.dump({"runs": results, "ratios": summaries, "threads": args.threads,
+                       "peers_flush_denormal": args.peers_flush_denormal}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from harness import PREFIX, emit
+from harness import PREFIX, emit, set_threads
 
 ENV_ID = "CartPole-v1"
 
@@ -49,7 +49,7 @@ def worker(algo: str, steps: int, seed: int, reduce_reps: int, overrides: dict) 
     from fastrl_lite.core import set_seed
     from fastrl_lite.learner import Update
     from fastrl_lite.presets import resolve
-    torch.set_num_threads(1)
+    set_threads("fastrl_lite", 1)
     distributed.init(backend="gloo")
     world, rank = distributed.world_size(), distributed.rank()
     set_seed(seed)

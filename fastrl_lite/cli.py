@@ -22,7 +22,7 @@ from gymnasium.error import DependencyNotInstalled
 from torch import nn
 
 from . import distributed
-from .core import check_real, check_seed, check_whole, set_seed
+from .core import check_real, check_seed, check_whole, flushed_denormals, set_seed
 from .envs import EVAL_EPISODE_CAP, GymDataPipe, check_env_id, make_vec_env
 from .learner import CheckpointError
 from .loggers import CSVLogger, LoggerBase, ProgressBarLogger, plot_returns, record_episode_gif
@@ -452,6 +452,7 @@ def _nothing_left(out: Path, done: int, steps: int, steps_given: bool) -> str:
             f"Extend it with a larger --steps, or evaluate it with `fastrl-lite eval {out}`.")
 
 
+@flushed_denormals()  # from the start, so that torch's worker threads, which it starts later, flush too
 def train(algo: str, env_id: str = None, steps: int = None, seed: int = None, out=None, eval_episodes: int = None,
           progress=None, threads: int = None, resume=None, hp: Optional[Dict] = None, preset: Optional[str] = None,
           eval_every: Optional[int] = None, tensorboard: bool = False) -> dict:

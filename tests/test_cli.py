@@ -650,3 +650,27 @@ def test_an_env_whose_module_is_missing_names_the_env_and_the_module(tmp_path, c
     assert exit_info.value.code == 2 and "NeedsAMissingModule-v0 needs the Python module 'fastrl_lite_no_such_module'" \
         in err and "pip install" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_train_flushes_subnormals_from_its_start_so_torchs_worker_threads_do_too(tmp_path):
+    # torch's intra-op threads take the float mode of the thread that starts them, which happens at
+    # the first parallel op: train must be flushing before it builds anything
+    script = f"""
+import torch
+import fastrl_lite.cli as cli
+from fastrl_lite.core import denormals_flushed
+seen = []
+build = cli._build
+def probed(*args, **kwargs):
+    learner = build(*args, **kwargs)
+    subnormals = torch.ones(1 << 20, dtype=torch.int32).view(torch.float32)  # 1.4e-45, one chunk per thread
+    seen.append((torch.get_num_threads(), int((subnormals * 1.0).count_nonzero())))
+    return learner
+cli._build = probed
+cli.train("dqn", steps=1300, out={str(tmp_path / "run")!r}, threads=2, eval_episodes=1, hp={{"net_arch": [32]}})
+print("SEEN", seen, denormals_flushed())
+"""
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "MPLBACKEND": "Agg", "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SEEN [(2, 0)] False" in done.stdout, done.stdout  # every thread flushed; the mode restored after

@@ -193,6 +193,27 @@ def test_fastrl_lite_train_nproc_2_rank_0_alone_writes_and_reports(tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_two_machines_meeting_at_torchruns_rendezvous_train_as_one_run(tmp_path):
+    """torchrun's multi-node flags as the README gives them: two launchers, one per machine (here both
+    on this one, over loopback), meet at a c10d rendezvous and run one 2-rank run."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-machines",
+              "-m", "fastrl_lite", "train", "dqn", "--steps", "3000", "--eval-episodes", "1", "--out", str(out),
+              "--hp", "net_arch=[32]"]
+    machines = [subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    said = [machine.communicate(timeout=300)[0] for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], said
+    assert sum(s.count("rolling_reward") for s in said) == 1  # one table, from the machine that holds rank 0
+    assert json.loads((out / "eval.json").read_text())["env_steps"] == 3000  # both machines' env steps
+    assert '"nproc": 2' in (out / "config.json").read_text() and (out / "checkpoint.rank1.pt").exists()
+
+
 class _Joined(Exception):
     "Raised by the stand-in for `init_process_group`, after it recorded the backend asked for."
 

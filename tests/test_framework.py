@@ -674,3 +674,62 @@ def test_an_evaluation_due_at_the_last_env_steps_runs_when_the_pipeline_runs_out
     assert learner.exhausted and learner.env_steps == 98
     assert learner.evaluation["next"] == 147  # the evaluation due at env step 98 ran
     assert learner.history[-1]["eval_mean"] == learner.evaluation["mean"] and (tmp_path / "best.pt").exists()
+
+
+# ---------------------------------------------------------------- subnormal floats
+class _FloatMode(Pipe):
+    "Passes rounds through and notes, at each, whether subnormal floats are flushed to zero."
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.modes = []
+
+    def next(self):
+        from fastrl_lite.core import denormals_flushed
+        self.modes.append(denormals_flushed())
+        return next(self.source)
+
+
+def test_flushed_denormals_flushes_in_the_block_and_restores_the_mode_after():
+    import platform
+    from fastrl_lite.core import denormals_flushed, flushed_denormals
+    assert platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64")  # CPUs that can flush them
+    subnormal = torch.tensor([3], dtype=torch.int32).view(torch.float32)  # 4.2e-45, made from its bits
+    assert not denormals_flushed() and bool((subnormal * 1.0)[0] != 0)
+    with flushed_denormals() as flushed:
+        assert flushed and denormals_flushed()
+        assert bool((subnormal * 1.0)[0] == 0) and bool((torch.tensor([1e-20]) * 1e-20)[0] == 0)
+        assert float(torch.tensor([1e-18]) * 1e-18) == pytest.approx(1e-36, rel=1e-6)  # normal numbers stay
+        with flushed_denormals() as inner:  # nested: the outer block's mode outlives the inner one
+            assert inner
+        assert denormals_flushed()
+    assert not denormals_flushed() and bool((subnormal * 1.0)[0] != 0)
+    with flushed_denormals(False) as flushed:
+        assert not flushed and not denormals_flushed()
+    with pytest.raises(RuntimeError, match="inside"):  # an error in the block still restores the mode
+        with flushed_denormals():
+            raise RuntimeError("inside")
+    assert not denormals_flushed()
+
+
+def test_fit_trains_with_subnormals_flushed_unless_told_not_to_and_restores_the_mode():
+    from fastrl_lite import Learner
+    from fastrl_lite.core import denormals_flushed
+    dqn = _small_cartpole_dqn(batches=5)
+    probe = _FloatMode(dqn.pipe)
+    learner = Learner(dqn.model, probe, batches=5, collector=dqn.collector, stepper=dqn.stepper)
+    assert learner.flush_denormal is True
+    learner.fit(1)
+    assert probe.modes == [True] * 5 and not denormals_flushed()
+    learner.flush_denormal = False
+    learner.fit(1)
+    assert probe.modes[5:] == [False] * 5
+    torch.set_flush_denormal(True)  # a mode the user chose is the user's: fit leaves it on
+    try:
+        learner.flush_denormal = True
+        learner.fit(1)
+        assert probe.modes[10:] == [True] * 5 and denormals_flushed()
+    finally:
+        torch.set_flush_denormal(False)
+    with pytest.raises(ValueError, match="flush_denormal must be True or False, got 'no'"):
+        Learner(dqn.model, probe, batches=5, collector=dqn.collector, stepper=dqn.stepper, flush_denormal="no")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..core import Records, evaluating, set_seed
+from ..core import Records, check_flag, evaluating, flushed_denormals, set_seed
 from ..envs import GymStepper, cap_episode_length, make_vec_env
 from ..envs.normalize import NormalizeObservation
 from ..memory import Collector
@@ -51,7 +51,8 @@ class Learner:
     steps trained on) and `stepper` (which counts episodes and lends its agent and env to
     `validate`) are what the learner reports from; the factories pass them, and for a pipeline built
     by hand they are looked up in it by type. Every stage in the graph records to this learner's
-    `records`.
+    `records`. `fit` trains with subnormal floats flushed to zero, which on most Intel CPUs saves a
+    large share of the time and changes no number above 1.2e-38 (`flush_denormal=False` keeps them).
 
     In a data-parallel run (`fastrl_lite.distributed`) every rank builds the same learner and calls
     `fit`, `save` and `load`: `fit` checks that the ranks start from the same weights, reseeds the
@@ -67,7 +68,7 @@ class Learner:
     def __init__(self, model: Union[nn.Module, Dict[str, nn.Module]], pipe, dls: Sequence = (), batches: int = 1000,
                  logger_bases: Optional[Sequence] = None, rolling: int = 100, name: Optional[str] = None,
                  check_finite: bool = True, collector: Optional[Collector] = None,
-                 stepper: Optional[GymStepper] = None):
+                 stepper: Optional[GymStepper] = None, flush_denormal: bool = True):
         if not _whole(batches) or batches < 1:
             raise ValueError(f"batches (gradient rounds per epoch) must be a whole number >= 1, got {batches!r}.")
         self.models = model if isinstance(model, dict) else {"model": model}
@@ -83,6 +84,7 @@ class Learner:
                 raise ValueError(f"{logger!r} is not a logger: a logger is a LoggerBase (CSVLogger(...), "
                                  "ProgressBarLogger(), ...), or has its before_fit, after_epoch and after_fit methods.")
         self.rolling, self.name, self.check_finite = rolling, name or type(self).__name__, check_finite
+        self.flush_denormal = check_flag(flush_denormal, "flush_denormal")
         self.records = Records()
         self._adopt()
         self._check_models_hold_what_is_trained()
@@ -154,7 +156,13 @@ class Learner:
         (until a checkpoint is loaded): `while not learner.exhausted: learner.fit(1)` trains to the end.
         An epoch whose losses hold a NaN/inf raises FloatingPointError (see `check_finite`) without
         counting the epoch; its records are left out of the next row, so once the cause is fixed
-        (weights and optimizer state restored, say) `fit` trains on."""
+        (weights and optimizer state restored, say) `fit` trains on.
+        Subnormal floats are flushed to zero while it trains (`fastrl_lite.core.flushed_denormals`),
+        unless `flush_denormal` is False."""
+        with flushed_denormals(self.flush_denormal):
+            return self._fit(epochs, checkpoint_every, checkpoint_path, eval_every, eval_episodes, best_model_path)
+
+    def _fit(self, epochs, checkpoint_every, checkpoint_path, eval_every, eval_episodes, best_model_path):
         if not _whole(epochs) or epochs < 1:
             raise ValueError(f"fit needs a positive whole number of epochs, got {epochs!r}.")
         if checkpoint_every is not None and (not _whole(checkpoint_every) or checkpoint_every < 1
