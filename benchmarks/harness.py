@@ -70,10 +70,11 @@ def build_learner(algo: str, env_id: str, steps: int, seed: int):
     return learner, epochs
 
 
-def fastrl_lite_run(algo: str, env_id: str, steps: int, seed: int) -> dict:
+def fastrl_lite_run(algo: str, env_id: str, steps: int, seed: int, flush_denormal: bool = True) -> dict:
     "Train with the CLI's tuned builder for `algo`; times cover `fit` only."
     import time
     learner, epochs = build_learner(algo, env_id, steps, seed)
+    learner.flush_denormal = flush_denormal
     start, cpu_start = time.perf_counter(), time.process_time()
     learner.fit(epochs)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
