@@ -349,7 +349,7 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
 def denormals_flushed() -> bool:
     "Whether this thread's float arithmetic flushes subnormal numbers to zero (see `flushed_denormals`)."
-    smallest = torch.ones(1, dtype=torch.int32).view(torch.float32)  # 1.4e-45, made from its bits
+    smallest = torch.ones(1, dtype=torch.int32, device="cpu").view(torch.float32)  # 1.4e-45, made from its bits
     return bool((smallest * 1.0)[0] == 0)
 
 
