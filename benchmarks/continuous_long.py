@@ -43,7 +43,7 @@ import os
 import time
 from pathlib import Path
 
-from harness import PEERS_FLUSH_HELP, collect, emit, greedy_returns, set_threads, start_worker
+from harness import add_peers_flush, collect, emit, greedy_returns, peers_flush_args, set_threads, start_worker
 
 SETTINGS = {
     ("td3", "LunarLanderContinuous-v3"): dict(
@@ -226,7 +226,7 @@ def main():
                         help="save each run here every --save-every env steps, and continue from there when the "
                              "same command is started again")
     parser.add_argument("--save-every", type=int, default=25_000)
-    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
+    add_peers_flush(parser)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = SETTINGS[args.algo, args.env]
@@ -263,7 +263,7 @@ def main():
     for seed in args.seeds:
         workers = []
         for lib in args.libs:
-            extra = ((["--sde"] if args.sde else []) + (["--peers-flush-denormal"] if args.peers_flush_denormal else [])
+            extra = ((["--sde"] if args.sde else []) + peers_flush_args(args)
                      + (["--state-dir", args.state_dir, "--save-every", args.save_every] if args.state_dir else []))
             workers.append(start_worker(__file__, [args.algo, args.env, "--worker", lib, "--steps", steps,
                                                    "--seeds", seed, "--threads", args.threads,

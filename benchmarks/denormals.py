@@ -25,7 +25,7 @@ STEPS = {"dqn": 20_000, "ddpg": 6_000, "td3": 6_000, "sac": 6_000, "ppo": 50_000
 
 
 def worker(mode: str, algo: str, steps: int, seed: int, threads: int):
-    set_threads("fastrl_lite" if mode == "on" else "off", threads)
+    set_threads("fastrl_lite" if mode == "on" else "peer", threads)  # "off": torch as the peers run it
     result = fastrl_lite_run(algo, ENVS[algo], steps, seed, flush_denormal=mode == "on")
     emit_run(result, mode=mode, algo=algo, seed=seed)
 
@@ -57,9 +57,9 @@ def main():
                       f"returns {r['last_returns']:.1f}", flush=True)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     for algo in args.algos:
-        wall = {mode: [r["seconds"] for r in results if r["algo"] == algo and r["mode"] == mode] for mode in ("on", "off")}
-        cpu = {mode: [r["cpu_seconds"] for r in results if r["algo"] == algo and r["mode"] == mode]
-               for mode in ("on", "off")}
+        runs = {mode: [r for r in results if r["algo"] == algo and r["mode"] == mode] for mode in ("on", "off")}
+        wall = {mode: [r["seconds"] for r in rs] for mode, rs in runs.items()}
+        cpu = {mode: [r["cpu_seconds"] for r in rs] for mode, rs in runs.items()}
         print(f"{algo}: flushed {min(wall['on']):.1f} s, kept {min(wall['off']):.1f} s (best of {args.repeats}): "
               f"{min(wall['off']) / min(wall['on']):.2f}x wall, {min(cpu['off']) / min(cpu['on']):.2f}x CPU")
     if args.json:

@@ -25,7 +25,7 @@ import json
 import os
 import platform
 import time
-from harness import PEERS_FLUSH_HELP, cpu_model, emit, run_worker, set_threads
+from harness import add_peers_flush, cpu_model, emit, peers_flush_note, run_worker, set_threads
 
 ENV_ID = "CartPole-v1"
 EVAL_SEED = 10_000
@@ -164,7 +164,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every run (default 1)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="greedy evaluation episodes (default 10)")
     parser.add_argument("--json", default=None, help="also write every run's result to this JSON file")
-    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
+    add_peers_flush(parser)
     parser.add_argument("--worker", choices=LIBS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.threads < 1 or args.eval_episodes < 1:
@@ -181,7 +181,7 @@ def main(argv=None):
           f"torch {torch.__version__}, gymnasium {gymnasium.__version__}, fastrl_lite {fastrl_lite.__version__}, "
           f"stable-baselines3 {stable_baselines3.__version__}")
     print(f"DQN on {ENV_ID}: {args.steps} env steps, seeds {args.seeds}, torch.set_num_threads({args.threads}), "
-          f"SB3 {'with' if args.peers_flush_denormal else 'without'} subnormals flushed, "
+          f"{peers_flush_note(args)}, "
           f"greedy eval over {args.eval_episodes} episodes; load average {os.getloadavg()[0]:.2f}", flush=True)
     results = []
     for seed in args.seeds:

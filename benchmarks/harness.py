@@ -16,12 +16,27 @@ PREFIX = "RESULT "
 # maths, flush them too; SB3 and TorchRL train as they ship, unless `--peers-flush-denormal` gives
 # them the same mode, which shows how much of a speed ratio the mode accounts for.
 FLUSHING = ("fastrl_lite", "bare")
-PEERS_FLUSH_HELP = "flush subnormal floats in the peers' runs too, as fastrl_lite does (default: as they ship)"
+
+
+def add_peers_flush(parser):
+    "The `--peers-flush-denormal` option of a driver."
+    parser.add_argument("--peers-flush-denormal", action="store_true",
+                        help="flush subnormal floats in the peers' runs too, as fastrl_lite does "
+                             "(default: as they ship)")
+
+
+def peers_flush_args(args) -> list:
+    "The option as the driver passes it on to its workers."
+    return ["--peers-flush-denormal"] if args.peers_flush_denormal else []
+
+
+def peers_flush_note(args) -> str:
+    return f"SB3 {'with' if args.peers_flush_denormal else 'without'} subnormals flushed"
 
 
 def set_threads(lib: str, threads: int, peers_flush: bool = False):
-    """A worker's torch threads and float mode: the mode first, so that torch's worker threads, which
-    start later and take the mode of the thread that starts them, run in it too."""
+    """A worker's torch threads and float mode (`lib`'s, see FLUSHING): the mode first, so that torch's
+    worker threads, which start later and take the mode of the thread that starts them, run in it too."""
     import torch
     if lib in FLUSHING or peers_flush:
         torch.set_flush_denormal(True)

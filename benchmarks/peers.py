@@ -37,7 +37,7 @@ import json
 import os
 import platform
 import time
-from harness import PEERS_FLUSH_HELP, emit_run, fastrl_lite_run, run_worker, set_threads
+from harness import add_peers_flush, emit_run, fastrl_lite_run, peers_flush_args, run_worker, set_threads
 
 ENVS = {"dqn": "CartPole-v1", "ddpg": "Pendulum-v1"}
 TARGETS = {"dqn": 1.5, "ddpg": 1.2}
@@ -186,7 +186,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
+    add_peers_flush(parser)
     parser.add_argument("--worker", nargs=2, metavar=("LIB", "ALGO"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -205,7 +205,7 @@ def main(argv=None):
             for lib in LIBS:
                 r = run_worker(__file__, ["--worker", lib, algo, "--steps", steps, "--seed", args.seed,
                                           "--threads", args.threads]
-                               + (["--peers-flush-denormal"] if args.peers_flush_denormal else []))
+                               + peers_flush_args(args))
                 results.append(r)
                 print(f"{algo:4s} {lib:12s} run {repeat}: {r['seconds']:6.1f} s wall, {r['cpu_seconds']:6.1f} s CPU, "
                       f"{r['env_steps']} env steps, {r['gradient_rounds']} rounds, {r['steps_per_s']:7.0f} env "

@@ -22,7 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from harness import PEERS_FLUSH_HELP, build_learner, emit, greedy_returns, run_worker, set_threads
+from harness import (add_peers_flush, build_learner, emit, greedy_returns, peers_flush_args, peers_flush_note,
+                     run_worker, set_threads)
 
 ENV_ID = "Pendulum-v1"
 
@@ -85,7 +86,7 @@ def main(algo: str, script: str):
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--libs", nargs="+", default=["fastrl_lite", "sb3"], choices=["fastrl_lite", "sb3"])
     parser.add_argument("--json", default=None, help="also write every run's result to this file")
-    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
+    add_peers_flush(parser)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -96,13 +97,13 @@ def main(algo: str, script: str):
         for lib in args.libs:
             result = run_worker(script, ["--worker", lib, "--steps", args.steps, "--seeds", seed,
                                            "--threads", args.threads, "--episodes", args.episodes]
-                                + (["--peers-flush-denormal"] if args.peers_flush_denormal else []))
+                                + peers_flush_args(args))
             results.append(result)
             print(f"{lib:12s} seed {seed}: greedy {result['greedy_mean']:8.1f}  "
                   f"{result['steps_per_s']:6.1f} env steps/s  ({result['seconds']:.1f} s wall, "
                   f"{result['cpu_seconds']:.1f} s CPU)", flush=True)
-    print(f"\n{algo.upper()}: {args.steps} env steps, {args.threads} torch thread(s), SB3 "
-          f"{'with' if args.peers_flush_denormal else 'without'} subnormals flushed, greedy return over "
+    print(f"\n{algo.upper()}: {args.steps} env steps, {args.threads} torch thread(s), {peers_flush_note(args)}, "
+          f"greedy return over "
           f"{args.episodes} episodes")
     speed, cpu = {}, {}
     for lib in args.libs:

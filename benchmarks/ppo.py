@@ -42,7 +42,7 @@ import math
 import os
 import platform
 import time
-from harness import PEERS_FLUSH_HELP, cpu_model, emit, run_worker, set_threads
+from harness import add_peers_flush, cpu_model, emit, peers_flush_args, peers_flush_note, run_worker, set_threads
 
 EVAL_SEED = 10_000
 LIBS = ("fastrl_lite", "sb3", "bare")
@@ -341,7 +341,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every run (default 1)")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--json", default=None, help="also write every run's result to this JSON file")
-    parser.add_argument("--peers-flush-denormal", action="store_true", help=PEERS_FLUSH_HELP)
+    add_peers_flush(parser)
     parser.add_argument("--worker", choices=LIBS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if (args.steps is not None and args.steps < 1) or args.threads < 1 or args.eval_episodes < 1:
@@ -357,7 +357,7 @@ def main(argv=None):
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; python {platform.python_version()}, "
           f"torch {torch.__version__}, gymnasium {gymnasium.__version__}, fastrl_lite {fastrl_lite.__version__}, "
           f"stable-baselines3 {stable_baselines3.__version__}; torch.set_num_threads({args.threads}); "
-          f"SB3 {'with' if args.peers_flush_denormal else 'without'} subnormals flushed; load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"{peers_flush_note(args)}; load average {os.getloadavg()[0]:.2f}", flush=True)
     results, summaries = [], {}
     for env_id in args.envs:
         steps = args.steps or int(settings(env_id)["n_timesteps"])
@@ -369,7 +369,7 @@ def main(argv=None):
             for lib in args.libs:  # fastrl_lite, SB3, bare, fastrl_lite, ...
                 r = run_worker(__file__, ["--worker", lib, "--envs", env_id, "--steps", steps, "--seeds", seed,
                                           "--threads", args.threads, "--eval-episodes", args.eval_episodes]
-                               + (["--peers-flush-denormal"] if args.peers_flush_denormal else []))
+                               + peers_flush_args(args))
                 print(f"{lib:<12} seed {seed}: greedy {r['eval_mean']:8.1f} ± {r['eval_std']:6.1f}, {r['seconds']:7.1f} s "
                       f"({r['cpu_seconds']:.1f} s CPU), {r['steps_per_s']:6.0f} env steps/s ({r['env_steps']} steps, "
                       f"{r['gradient_rounds']} gradient rounds)", flush=True)
