@@ -368,6 +368,7 @@ def flushed_denormals(on: bool = True) -> Iterator[bool]:
     The mode belongs to each thread (`torch.set_flush_denormal`): torch's intra-op worker threads
     take the mode of the thread that starts them, so a process whose first parallel torch op runs
     inside the block flushes there too, and keeps doing so after it."""
+    on = check_flag(on, "flushed_denormals(on=...)")
     already = denormals_flushed()
     if already or not on:
         yield already

@@ -706,6 +706,10 @@ def test_flushed_denormals_flushes_in_the_block_and_restores_the_mode_after():
     assert not denormals_flushed() and bool((subnormal * 1.0)[0] != 0)
     with flushed_denormals(False) as flushed:
         assert not flushed and not denormals_flushed()
+    with pytest.raises(ValueError, match=r"flushed_denormals\(on=...\) must be True or False, got 'yes'"):
+        with flushed_denormals("yes"):
+            pass
+    assert not denormals_flushed()
     with pytest.raises(RuntimeError, match="inside"):  # an error in the block still restores the mode
         with flushed_denormals():
             raise RuntimeError("inside")
@@ -733,3 +737,7 @@ def test_fit_trains_with_subnormals_flushed_unless_told_not_to_and_restores_the_
         torch.set_flush_denormal(False)
     with pytest.raises(ValueError, match="flush_denormal must be True or False, got 'no'"):
         Learner(dqn.model, probe, batches=5, collector=dqn.collector, stepper=dqn.stepper, flush_denormal="no")
+    learner.flush_denormal, rounds = "no", learner.batch  # set on the learner: refused before a round runs
+    with pytest.raises(ValueError, match="flush_denormal must be True or False, got 'no'"):
+        learner.fit(1)
+    assert learner.batch == rounds and learner.epoch == 3 and len(probe.modes) == 15

@@ -159,7 +159,7 @@ class Learner:
         (weights and optimizer state restored, say) `fit` trains on.
         Subnormal floats are flushed to zero while it trains (`fastrl_lite.core.flushed_denormals`),
         unless `flush_denormal` is False."""
-        with flushed_denormals(self.flush_denormal):
+        with flushed_denormals(check_flag(self.flush_denormal, "flush_denormal")):
             return self._fit(epochs, checkpoint_every, checkpoint_path, eval_every, eval_episodes, best_model_path)
 
     def _fit(self, epochs, checkpoint_every, checkpoint_path, eval_every, eval_episodes, best_model_path):
