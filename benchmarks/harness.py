@@ -31,6 +31,7 @@ def peers_flush_args(args) -> list:
 
 
 def peers_flush_note(args) -> str:
+    "The option's words in a driver's header line."
     return f"SB3 {'with' if args.peers_flush_denormal else 'without'} subnormals flushed"
 
 

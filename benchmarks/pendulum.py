@@ -103,8 +103,7 @@ def main(algo: str, script: str):
                   f"{result['steps_per_s']:6.1f} env steps/s  ({result['seconds']:.1f} s wall, "
                   f"{result['cpu_seconds']:.1f} s CPU)", flush=True)
     print(f"\n{algo.upper()}: {args.steps} env steps, {args.threads} torch thread(s), {peers_flush_note(args)}, "
-          f"greedy return over "
-          f"{args.episodes} episodes")
+          f"greedy return over {args.episodes} episodes")
     speed, cpu = {}, {}
     for lib in args.libs:
         runs = [r for r in results if r["lib"] == lib]
