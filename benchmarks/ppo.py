@@ -182,20 +182,24 @@ def bare_ppo(env_id: str, steps: int, seed: int, episodes: int) -> dict:
         logits = out.log_softmax(-1)
         return logits.gather(-1, action.long().unsqueeze(-1)).squeeze(-1), -(logits.exp() * logits).sum(-1)
 
-    # running mean / std of observations and of the discounted return, as fastrl_lite's normalisers
+    # running mean / std of observations and of the discounted return in float64 NumPy, as SB3's
+    # VecNormalize and fastrl_lite's normalisers keep them
     normalize = bool(hp["normalize"])
-    obs_mean, obs_var, obs_count = torch.zeros(obs_sz, dtype=torch.float64), torch.ones(obs_sz, dtype=torch.float64), 1e-4
-    ret_var, ret_mean, ret_count = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64), 1e-4
-    running_return = torch.zeros(N, dtype=torch.float64)
+    obs_mean, obs_var, obs_count = np.zeros(obs_sz), np.ones(obs_sz), 1e-4
+    ret_mean, ret_var, ret_count = np.zeros(()), np.ones(()), 1e-4
+    running_return = np.zeros(N)
+    obs_shift, obs_scale = torch.zeros(obs_sz), torch.ones(obs_sz)
 
     def merge(mean, var, count, x):
-        b_mean, b_var, b = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        b = x.shape[0]
+        b_mean = x.sum(0) / b
+        b_var = ((x - b_mean) ** 2).sum(0) / b
         delta, total = b_mean - mean, count + b
-        m2 = var * count + b_var * b + delta.pow(2) * (count * b / total)
+        m2 = var * count + b_var * b + delta * delta * (count * b / total)
         return mean + delta * (b / total), m2 / total, total
 
     def norm_obs(x):
-        return ((x - obs_mean.float()) * torch.rsqrt(obs_var + 1e-8).float()).clamp(-10, 10)
+        return ((x - obs_shift) * obs_scale).clamp(-10, 10)
 
     state = torch.empty(T, N, obs_sz)
     next_state = torch.empty(T, N, obs_sz)
@@ -228,11 +232,14 @@ def bare_ppo(env_id: str, steps: int, seed: int, episodes: int) -> dict:
             r = torch.from_numpy(reward.astype(np.float32))
             state[t], next_state[t] = x, (norm_obs(final) if normalize else final)
             if normalize:
-                obs_mean, obs_var, obs_count = merge(obs_mean, obs_var, obs_count, final.double())
-                running_return = running_return * gamma + r.double()
+                obs_mean, obs_var, obs_count = merge(obs_mean, obs_var, obs_count, final.numpy().astype(np.float64))
+                obs_shift = torch.from_numpy(obs_mean.astype(np.float32))
+                obs_scale = torch.from_numpy((1.0 / np.sqrt(obs_var + 1e-8)).astype(np.float32))
+                running_return = running_return * gamma + reward.astype(np.float32)
                 ret_mean, ret_var, ret_count = merge(ret_mean, ret_var, ret_count, running_return)
-                r = (r.double() / torch.sqrt(ret_var + 1e-8)).clamp(-10, 10).float()
-                running_return = torch.where(torch.from_numpy(done), 0.0, running_return)
+                r = torch.from_numpy(np.clip(reward.astype(np.float32) / np.sqrt(ret_var + 1e-8), -10, 10)
+                                     .astype(np.float32))
+                running_return = np.where(done, 0.0, running_return)
             actions[t], rewards[t], log_probs[t], values[t] = action, r, logp, value
             terminated[t], truncated[t] = torch.from_numpy(term), torch.from_numpy(trunc)
             obs = nxt

@@ -231,6 +231,30 @@ def test_running_mean_std_merges_batches_exactly():
     assert math.isclose(one.count, 300 + 1e-4)
 
 
+def test_running_mean_std_is_sb3s_arithmetic_and_round_trips():
+    "Bit for bit SB3's RunningMeanStd (np.mean, np.var, the merge), read as float64 tensors."
+    rng = np.random.default_rng(1)
+    mean, var, count = np.zeros(3), np.ones(3), 1e-4
+    rms = RunningMeanStd((3,))
+    for _ in range(20):
+        x = rng.normal(2.0, 3.0, size=(16, 3)).astype(np.float32)
+        rms.update(torch.from_numpy(x))
+        b_mean, b_var, b = np.mean(x.astype(np.float64), 0), np.var(x.astype(np.float64), 0), len(x)
+        delta, total = b_mean - mean, count + b
+        mean, var = mean + delta * b / total, (var * count + b_var * b + delta ** 2 * count * b / total) / total
+        count = total
+    assert rms.mean.dtype == torch.float64 and np.array_equal(rms.mean.numpy(), mean)
+    assert np.array_equal(rms.var.numpy(), var) and rms.count == count
+    copy = RunningMeanStd((3,))
+    copy.load_state_dict(rms.state_dict())
+    assert torch.equal(copy.mean, rms.mean) and torch.equal(copy.var, rms.var) and copy.count == rms.count
+    with pytest.raises(ValueError, match="do not fit"):
+        RunningMeanStd((4,)).load_state_dict(rms.state_dict())
+    scalar = RunningMeanStd(())  # the reward normaliser's: one number
+    scalar.update(torch.tensor([1.0, 3.0], dtype=torch.float64))
+    assert scalar.mean.shape == () and math.isclose(float(scalar.mean), 2.0, rel_tol=1e-4)
+
+
 def test_observations_are_stored_as_the_policy_saw_them():
     set_seed(0)
     env = make_vec_env("CartPole-v1", num_envs=2)
@@ -261,6 +285,21 @@ def test_reward_normaliser_divides_by_the_running_std_of_the_discounted_return()
     assert out[0] == 10.0  # var of one sample against the tiny prior is ~0: clipped
 
 
+def test_reward_normaliser_keeps_the_reward_dtype_and_resumes_its_returns():
+    steps = [SimpleStep(reward=torch.tensor([1.0, -2.0], dtype=torch.float64), terminated=torch.tensor([False, True]),
+                        truncated=torch.tensor([False, False])) for _ in range(4)]
+    stage = NormalizeReward(IterableWrapper(steps), gamma=0.9)
+    first = next(stage)
+    assert first.reward.dtype == torch.float64
+    # env 1's episode ended: its running return restarts at 0, env 0's is 1
+    assert torch.equal(stage.returns, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    state = stage.get_state()
+    expected = [next(stage).reward for _ in range(2)]
+    resumed = NormalizeReward(IterableWrapper(steps), gamma=0.9)
+    resumed.reset(state)
+    assert all(torch.equal(next(resumed).reward, r) for r in expected)
+
+
 # policies --------------------------------------------------------------------------------------------
 
 def test_gaussian_log_prob_and_entropy():
@@ -273,6 +312,28 @@ def test_gaussian_log_prob_and_entropy():
     assert math.isclose(float(gaussian_log_prob(mean, mean, log_std)), -(-0.4 + math.log(2 * math.pi)), abs_tol=1e-6)
     # H = Σ ½ + ½ log 2π + log σ_i
     assert math.isclose(float(gaussian_entropy(log_std)), 1 + math.log(2 * math.pi) - 0.4, abs_tol=1e-6)
+
+
+def test_loss_without_entropy_term_has_the_gradients_of_the_full_expression():
+    "ent_coef=0 leaves the entropy out of the graph backward runs: the same loss and gradients, bit for bit."
+    torch.manual_seed(0)
+    env = make_vec_env("CartPole-v1")
+    policy = ActorCriticPolicy(env.single_observation_space, env.single_action_space)
+    step = minibatch(32, log_prob=torch.randn(32) - 1, advantages=torch.randn(32), value=torch.randn(32),
+                     returns=torch.randn(32)).step
+    step.state, step.action = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    stage = PPOLoss(IterableWrapper([]), policy, ent_coef=0.0)
+    loss, _, _, policy_loss, value_loss, entropy_loss = stage.compute(step, 0.2, None)
+    loss.backward()
+    grads = [p.grad.clone() for p in policy.parameters()]
+    policy.zero_grad()
+    _, entropy, _ = policy.evaluate(step.state, step.action)
+    assert torch.equal(entropy_loss.detach(), -entropy.detach().mean())  # still reported
+    _, _, _, policy_loss, value_loss, entropy_loss = stage.compute(step, 0.2, None)  # a fresh graph
+    written_out = policy_loss + 0.0 * entropy_loss + 0.5 * value_loss
+    assert torch.equal(loss.detach(), written_out.detach())
+    written_out.backward()
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, policy.parameters()))
 
 
 def test_gaussian_policy_stores_the_unclipped_action_and_the_env_gets_it_clipped():

@@ -135,7 +135,10 @@ class PPOLoss(Pipe):
             value = step.value + (value - step.value).clamp(-clip_range_vf, clip_range_vf)
         value_loss = (step.returns - value).pow(2).mean()
         entropy_loss = -entropy.mean()
-        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        if self.ent_coef:
+            loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        else:  # the same loss and gradients (its entropy term is 0), but backward skips the entropy's graph
+            loss = policy_loss + self.vf_coef * value_loss
         with torch.no_grad():
             approx_kl = ((ratio - 1) - log_ratio).mean()
             clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
