@@ -250,6 +250,10 @@ def test_running_mean_std_is_sb3s_arithmetic_and_round_trips():
     assert torch.equal(copy.mean, rms.mean) and torch.equal(copy.var, rms.var) and copy.count == rms.count
     with pytest.raises(ValueError, match="do not fit"):
         RunningMeanStd((4,)).load_state_dict(rms.state_dict())
+    for bad in (torch.ones(3), torch.ones(16, 4), torch.ones(0, 3)):  # one observation unbatched, another shape, none
+        with pytest.raises(ValueError, match=r"batch of shape \[B >= 1, \*\(3,\)\]"):
+            rms.update(bad)
+    assert np.array_equal(rms.mean.numpy(), mean) and rms.count == count  # unchanged
     scalar = RunningMeanStd(())  # the reward normaliser's: one number
     scalar.update(torch.tensor([1.0, 3.0], dtype=torch.float64))
     assert scalar.mean.shape == () and math.isclose(float(scalar.mean), 2.0, rel_tol=1e-4)

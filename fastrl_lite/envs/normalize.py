@@ -29,6 +29,7 @@ class RunningMeanStd:
     def __init__(self, shape=(), epsilon: float = 1e-4):
         self._mean = np.zeros(shape, dtype=np.float64)
         self._var = np.ones(shape, dtype=np.float64)
+        self._shape = self._mean.shape
         self.count = epsilon
 
     @property
@@ -42,6 +43,9 @@ class RunningMeanStd:
     def update(self, x):
         "Merge a batch x (a tensor or an array) of shape [B, *shape]."
         x = _float64(x)
+        if x.shape[1:] != self._shape or not x.shape[0]:
+            raise ValueError(f"RunningMeanStd.update takes a batch of shape [B >= 1, *{self._shape}], got "
+                             f"{tuple(x.shape)}.")
         batch_count = x.shape[0]
         batch_mean = np.add.reduce(x, 0) / batch_count
         deviation = x - batch_mean
