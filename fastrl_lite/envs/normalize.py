@@ -62,9 +62,9 @@ class RunningMeanStd:
 
     def load_state_dict(self, state):
         mean, var = _float64(state["mean"]), _float64(state["var"])
-        if mean.shape != np.shape(self._mean) or var.shape != mean.shape:
+        if mean.shape != self._shape or var.shape != mean.shape:
             raise ValueError(f"running statistics of shape {tuple(mean.shape)} do not fit these of shape "
-                             f"{tuple(np.shape(self._mean))}.")
+                             f"{self._shape}.")
         self._mean, self._var, self.count = mean.copy(), var.copy(), float(state["count"])
 
 
