@@ -302,6 +302,16 @@ def test_reward_normaliser_keeps_the_reward_dtype_and_resumes_its_returns():
     resumed = NormalizeReward(IterableWrapper(steps), gamma=0.9)
     resumed.reset(state)
     assert all(torch.equal(next(resumed).reward, r) for r in expected)
+    other = SimpleStep(reward=torch.ones(3), terminated=torch.zeros(3, dtype=torch.bool),
+                       truncated=torch.zeros(3, dtype=torch.bool))
+    for bad in (other, SimpleStep(reward=torch.ones(2, 1), terminated=torch.zeros(2, 1, dtype=torch.bool),
+                                  truncated=torch.zeros(2, 1, dtype=torch.bool))):
+        stage = NormalizeReward(IterableWrapper([steps[0], bad]), gamma=0.9)
+        next(stage)
+        returns, count = stage.returns.clone(), stage.rms.count
+        with pytest.raises(ValueError, match=r"one reward per env"):
+            next(stage)
+        assert torch.equal(stage.returns, returns) and stage.rms.count == count  # nothing changed
 
 
 # policies --------------------------------------------------------------------------------------------

@@ -172,6 +172,11 @@ class NormalizeReward(Pipe):
     def next(self) -> SimpleStep:
         step = next(self.source)
         reward = _float64(step.reward)
+        if reward.ndim != 1 or (self._returns is not None and reward.shape != self._returns.shape):
+            raise ValueError(f"NormalizeReward takes one reward per env, [n_envs], the same envs every step; got "
+                             f"rewards of shape {tuple(reward.shape)}"
+                             + ("" if self._returns is None else f" after {tuple(self._returns.shape)}")
+                             + ". Put it right after the GymStepper (or NormalizeObservation).")
         if self._returns is None:
             self._returns = np.zeros_like(reward)
         returns = self._returns * self.gamma + reward
